@@ -1,0 +1,58 @@
+"""Shared command-line behaviour: one-line errors (tracebacks only with ``--debug``), ``--quiet``, ``--json``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+__all__ = ["add_common_args", "run_cli", "CLIError", "setup_logging"]
+
+log = logging.getLogger("cvcore")
+
+
+class CLIError(Exception):
+    """An expected failure (bad input, missing file) that the CLI reports as one line and exit code 2."""
+
+
+def add_common_args(parser: argparse.ArgumentParser, device: bool = True, json_flag: bool = True) -> None:
+    """``--debug``, ``--quiet``, optionally ``--json`` and ``--device``."""
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars or tables; errors only")
+    if json_flag:
+        parser.add_argument("--json", action="store_true", help="print a machine-readable JSON summary on stdout")
+    if device:
+        parser.add_argument("--device", default="auto", help="auto (CUDA if present, else CPU), cpu, cuda, cuda:N")
+
+
+def setup_logging(quiet: bool = False, debug: bool = False) -> None:
+    level = logging.DEBUG if debug else (logging.WARNING if quiet else logging.INFO)
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
+
+
+def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None, prog: str = "") -> int:
+    """Run ``main(argv)``; turn any exception into ``"<prog>: error: <message>"`` on stderr and exit code 2 (1 for
+    unexpected errors), unless ``--debug`` is among the arguments, in which case the traceback is shown."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    prog = prog or (sys.argv[0].rsplit("/", 1)[-1] if sys.argv else "cli")
+    try:
+        code = main(args)
+        return int(code or 0)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as e:  # argparse --help / usage errors
+        return int(e.code or 0) if isinstance(e.code, int) else 2
+    except Exception as e:
+        if debug:
+            raise
+        expected = isinstance(e, (CLIError, ValueError, FileNotFoundError, PermissionError, KeyError, OSError))
+        message = str(e) or type(e).__name__
+        if isinstance(e, KeyError):
+            message = f"missing key {message}"
+        if not expected:
+            message = f"{type(e).__name__}: {message} (re-run with --debug for the traceback)"
+        print(f"{prog}: error: {message.splitlines()[0] if message else type(e).__name__}", file=sys.stderr)
+        return 2 if expected else 1

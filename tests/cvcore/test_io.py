@@ -1,0 +1,101 @@
+import io as _io
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cvcore.io import (ImageReadError, atomic_torch_save, atomic_write_json, list_images, load_image,
+                       safe_torch_load)
+
+
+def _save(img: Image.Image, path, **kw):
+    img.save(path, **kw)
+    return path
+
+
+def test_modes_load_as_rgb_uint8(tmp_path):
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (12, 20, 3), dtype=np.uint8)
+    gray = rgb[..., 0]
+    cases = {
+        "rgb.png": Image.fromarray(rgb),
+        "gray.png": Image.fromarray(gray, "L"),
+        "rgba.png": Image.fromarray(np.dstack([rgb, np.full((12, 20), 255, np.uint8)]), "RGBA"),
+        "pal.png": Image.fromarray(rgb).convert("P"),
+        "cmyk.jpg": Image.fromarray(rgb).convert("CMYK"),
+        "g16.png": Image.fromarray(gray.astype(np.uint16) * 257),
+    }
+    for name, img in cases.items():
+        arr = load_image(_save(img, tmp_path / name))
+        assert arr.shape == (12, 20, 3) and arr.dtype == np.uint8, name
+    assert np.array_equal(load_image(tmp_path / "rgb.png"), rgb)
+    assert np.array_equal(load_image(tmp_path / "gray.png")[..., 1], gray)
+    assert np.array_equal(load_image(tmp_path / "g16.png")[..., 2], gray)  # 16-bit scaled back to 8 bits exactly
+    assert np.array_equal(load_image(tmp_path / "rgba.png"), rgb)  # opaque alpha: colours unchanged
+
+
+def test_transparent_pixels_composite_on_white(tmp_path):
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    arr = load_image(_save(Image.fromarray(rgba, "RGBA"), tmp_path / "t.png"))
+    assert (arr == 255).all()
+
+
+def test_exif_orientation_applied(tmp_path):
+    img = Image.fromarray(np.zeros((10, 30, 3), np.uint8))
+    exif = img.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    arr = load_image(_save(img, tmp_path / "rot.jpg", exif=exif))
+    assert arr.shape == (30, 10, 3)
+
+
+@pytest.mark.parametrize("content", [b"", b"not an image at all", None])
+def test_unreadable_files_name_the_file(tmp_path, content):
+    path = tmp_path / "broken.jpg"
+    if content is None:
+        buf = _io.BytesIO()
+        Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(buf, "JPEG")
+        content = buf.getvalue()[:100]  # truncated
+    path.write_bytes(content)
+    with pytest.raises(ImageReadError, match="broken.jpg"):
+        load_image(path)
+    with pytest.raises(ImageReadError, match="nope.png"):
+        load_image(tmp_path / "nope.png")
+
+
+def test_list_images_filter_recursive_and_stable(tmp_path):
+    for rel in ["b.JPG", "a.png", "c.txt", "sub/d.jpg", "sub/e.bmp", ".hidden.jpg"]:
+        p = tmp_path / rel
+        p.parent.mkdir(exist_ok=True)
+        p.write_bytes(b"x")
+    assert [p.name for p in list_images(tmp_path)] == ["a.png", "b.JPG"]
+    assert [p.relative_to(tmp_path).as_posix() for p in list_images(tmp_path, recursive=True)] == [
+        "a.png", "b.JPG", "sub/d.jpg", "sub/e.bmp"]
+    assert [p.name for p in list_images(tmp_path, recursive=True, exts=["bmp"])] == ["e.bmp"]
+    with pytest.raises(FileNotFoundError, match="missing"):
+        list_images(tmp_path / "missing")
+
+
+def test_atomic_writes_keep_old_file_on_failure(tmp_path):
+    path = tmp_path / "out.json"
+    atomic_write_json(path, {"a": 1})
+    with pytest.raises(TypeError):
+        atomic_write_json(path, {"a": object()})
+    assert path.read_text().strip().startswith("{") and '"a": 1' in path.read_text()
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]  # no temp files left behind
+
+
+def test_torch_save_load_weights_only(tmp_path):
+    obj = {"w": torch.arange(3.0), "names": ["a", "b"], "v": 2}
+    path = atomic_torch_save(obj, tmp_path / "m.pt")
+    back = safe_torch_load(path)
+    assert torch.equal(back["w"], obj["w"]) and back["names"] == ["a", "b"]
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    torch.save({"x": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(ValueError, match="evil.pt"):
+        safe_torch_load(tmp_path / "evil.pt")

@@ -1,0 +1,67 @@
+"""Generated images for the demo and the tests (nothing downloaded, nothing copied from a dataset)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+__all__ = ["blood_smear"]
+
+
+def blood_smear(rng: np.random.Generator, size_hw: tuple[int, int] = (480, 640), n_rbc: int = 14,
+                n_wbc: int = 1, n_platelets: int = 2) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """A microscope-like blood smear: pale background, red cells with pale centres, a purple lobed white cell and
+    small purple platelets, blurred and noisy like BCCD's 640x480 images.
+
+    Returns:
+        image np.ndarray[H, W, 3] RGB uint8, boxes float32[N, 4] xyxy, labels list of "RBC" / "WBC" / "Platelets".
+    """
+    h, w = size_hw
+    img = np.empty((h, w, 3), np.float32)
+    img[:] = (232, 214, 200)
+    img += rng.normal(0, 4, (h, w, 3))
+    boxes, labels = [], []
+
+    def free(cx: float, cy: float, r: float) -> bool:
+        return all((cx - (b[0] + b[2]) / 2) ** 2 + (cy - (b[1] + b[3]) / 2) ** 2 > (r + (b[2] - b[0]) / 2) ** 2 * 0.8
+                   for b in boxes)
+
+    def place(r_lo: float, r_hi: float) -> tuple[float, float, float] | None:
+        for _ in range(100):
+            r = rng.uniform(r_lo, r_hi)
+            cx, cy = rng.uniform(r, w - r), rng.uniform(r, h - r)
+            if free(cx, cy, r):
+                return cx, cy, r
+        return None
+
+    scale = min(h, w) / 480
+    for _ in range(n_wbc):
+        p = place(55 * scale, 75 * scale)
+        if p:
+            cx, cy, r = p
+            cv2.circle(img, (int(cx), int(cy)), int(r), (205, 180, 210), -1, cv2.LINE_AA)
+            for _lobe in range(4):
+                off = rng.normal(0, r * 0.25, 2)
+                cv2.ellipse(img, (int(cx + off[0]), int(cy + off[1])), (int(r * 0.35), int(r * 0.25)),
+                            float(rng.uniform(0, 180)), 0, 360, (110, 50, 150), -1, cv2.LINE_AA)
+            boxes.append([cx - r, cy - r, cx + r, cy + r])
+            labels.append("WBC")
+    for _ in range(n_rbc):
+        p = place(38 * scale, 52 * scale)
+        if p:
+            cx, cy, r = p
+            cv2.circle(img, (int(cx), int(cy)), int(r), (214, 120, 120), -1, cv2.LINE_AA)
+            cv2.circle(img, (int(cx), int(cy)), int(r * 0.5), (226, 170, 165), -1, cv2.LINE_AA)
+            boxes.append([cx - r, cy - r, cx + r, cy + r])
+            labels.append("RBC")
+    for _ in range(n_platelets):
+        p = place(9 * scale, 14 * scale)
+        if p:
+            cx, cy, r = p
+            cv2.circle(img, (int(cx), int(cy)), int(r), (120, 70, 160), -1, cv2.LINE_AA)
+            boxes.append([cx - r, cy - r, cx + r, cy + r])
+            labels.append("Platelets")
+    img = cv2.GaussianBlur(img, (0, 0), 1.2) + rng.normal(0, 3, (h, w, 3))
+    out = np.clip(img, 0, 255).astype(np.uint8)
+    b = np.clip(np.asarray(boxes, np.float32).reshape(-1, 4), 0, [w, h, w, h]).astype(np.float32)
+    return out, b, labels

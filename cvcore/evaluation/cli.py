@@ -1,0 +1,401 @@
+"""``eval-map`` and ``eval-pck``: score a prediction file against ground truth in any supported format.
+
+Prediction files are the JSON formats of ``cvcore.datasets`` (``write_detections`` / ``write_poses``; README,
+"Prediction files"). Ground truth is anything ``cvcore.datasets.load_detection_dataset`` /
+``load_pose_dataset`` reads.
+
+Matching images: a prediction's ``file`` is looked up among the ground-truth files (names relative to the dataset's
+image folder); when there is no exact match, by base name (an error if that is ambiguous). Every ground-truth image
+is scored: an image without a prediction counts as a miss (no detections / all joints missing), with a warning.
+``--subset FILE`` (one name per line, matched by relative name, base name or name without extension, so a VOC
+``ImageSets/Main/val.txt`` works) restricts the ground truth first.
+
+Several people in one image (eval-pck): ground-truth and predicted people of an image are paired one-to-one by
+minimum total distance (Hungarian assignment, scipy), the cost of a pair being the mean distance over the person's
+annotated joints, with a missing predicted joint costing as much as a far-away one. Ground-truth people left
+without a partner count as misses; extra predicted people are ignored. With one person per image this simply
+scores the predicted person closest to the ground truth. Predicted joints are matched to the ground truth's by
+name (any order); MPII's pelvis and thorax are not scored, as in the official PCKh.
+
+Tables show percentages; ``--json`` prints fractions in [0, 1], with ``null`` for a class without ground truth
+(AP undefined, left out of mAP) or a joint without valid samples (left out of the mean PCK).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+
+from cvcore.cli import CLIError, add_common_args, run_cli, setup_logging
+from cvcore.evaluation.detection import METRICS, eval_detections
+from cvcore.evaluation.plots import plot_pck_curve, plot_pr_curves
+from cvcore.evaluation.pose import NORMALISERS, PCKEvaluator, pooled_parts
+
+log = logging.getLogger("cvcore.evaluation")
+
+POSE_FORMATS = ("lsp", "lspet", "flic", "mpii", "coco")
+MPII_UNSCORED = ("pelvis", "thorax")
+_MISSING_JOINT_COST = 1e6  # pixels: a missing predicted joint counts as this far away when pairing people
+
+
+# ------------------------------------------------------------------------------------------------ file matching
+
+
+def _posix(name: str) -> str:
+    text = str(name).replace("\\", "/")
+    while text.startswith("./"):
+        text = text[2:]
+    return text
+
+
+def _basename(name: str) -> str:
+    return PurePosixPath(_posix(name)).name
+
+
+class _FileIndex:
+    """Looks up ground-truth image names: exact relative name first, then unique base name."""
+
+    def __init__(self, files: Sequence[str]) -> None:
+        self.by_name: dict[str, int] = {}
+        self.by_base: dict[str, list[int]] = {}
+        for i, f in enumerate(files):
+            self.by_name.setdefault(_posix(f), i)
+            self.by_base.setdefault(_basename(f), []).append(i)
+        self.files = list(files)
+
+    def find(self, name: str, where: str) -> int | None:
+        key = _posix(name)
+        if key in self.by_name:
+            return self.by_name[key]
+        hits = self.by_base.get(_basename(key), [])
+        if len(hits) > 1:
+            raise CLIError(
+                f"{where}: image {name!r} matches several ground-truth images by base name "
+                f"({self.files[hits[0]]!r}, {self.files[hits[1]]!r}); use names relative to the image folder"
+            )
+        return hits[0] if hits else None
+
+
+def _match_predictions(files: Sequence[str], images: Mapping[str, Any], pred_path: str, subset: bool) -> dict[int, Any]:
+    """``{index into files: prediction entry}``; warns about ground-truth files without a prediction (misses) and,
+    without a subset, about predictions without ground truth (ignored)."""
+    index = _FileIndex(files)
+    matched: dict[int, Any] = {}
+    unmatched = []
+    for file, image in images.items():
+        i = index.find(file, pred_path)
+        if i is None:
+            unmatched.append(file)
+        elif i in matched:
+            raise CLIError(f"{pred_path}: two entries name ground-truth image {files[i]!r}")
+        else:
+            matched[i] = image
+    if not subset:
+        _warn_unmatched("predicted images are not in the ground truth", unmatched, len(images), "ignored")
+    missing = [f for i, f in enumerate(files) if i not in matched]
+    _warn_unmatched("ground-truth images have no prediction", missing, len(files), "counted as misses")
+    return matched
+
+
+def _read_subset(path: str) -> list[str]:
+    p = Path(path)
+    if not p.is_file():
+        raise CLIError(f"--subset: {p} is not a file")
+    names = []
+    for line in p.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            names.append(line.split()[0])  # VOC per-class lists carry a second column
+    if not names:
+        raise CLIError(f"--subset: {p} lists no file names")
+    return names
+
+
+def _aliases(file: str) -> set[str]:
+    """The names a subset list may use for a ground-truth file: relative name, base name, both without extension."""
+    path = PurePosixPath(_posix(file))
+    return {path.as_posix(), path.name, path.with_suffix("").as_posix(), path.stem}
+
+
+def _subset_mask(files: Sequence[str], subset_path: str) -> np.ndarray:
+    """bool[len(files)]: the ground-truth files named in the subset (by relative name, base name or stem)."""
+    names = _read_subset(subset_path)
+    wanted = {_posix(n) for n in names}
+    aliases = [_aliases(f) for f in files]
+    keep = np.array([bool(a & wanted) for a in aliases], dtype=bool)
+    if not keep.any():
+        raise CLIError(f"--subset: none of the {len(names)} names in {subset_path} is a ground-truth image")
+    known = set().union(*aliases)
+    _warn_unmatched("names in the subset are not ground-truth images", [n for n in wanted if n not in known],
+                    len(wanted), "ignored")
+    return keep
+
+
+def _warn_unmatched(what: str, names: Sequence[str], total: int, consequence: str) -> None:
+    if names:
+        examples = ", ".join(repr(n) for n in names[:3]) + (", ..." if len(names) > 3 else "")
+        log.warning(f"warning: {len(names)} of {total} {what} ({examples}); {consequence}")
+
+
+# ------------------------------------------------------------------------------------------- prediction files
+
+
+def _person_joints(person: Any, num_joints: int, path: str, file: str) -> np.ndarray:
+    """Array[K, 2] joints of one predicted person (``cvcore.datasets.PersonPose``)."""
+    joints = np.asarray(person.joints, dtype=np.float64).reshape(-1, 2)
+    if len(joints) != num_joints:
+        raise CLIError(f"{path}: image {file!r}: a person has {len(joints)} joints, expected {num_joints}")
+    return joints
+
+
+# ------------------------------------------------------------------------------------------------------ eval-map
+
+
+def _build_map_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="eval-map",
+        description="PASCAL VOC mAP of a detections file (cvcore JSON) against ground truth (VOC XML or COCO JSON).",
+    )
+    parser.add_argument("--pred", required=True, help="detections JSON file (see README, 'Prediction files')")
+    parser.add_argument("--gt", required=True, help="ground-truth annotations: VOC folder, VOC XML folder or COCO JSON")
+    parser.add_argument("--metric", choices=METRICS, default="voc07",
+                        help="voc07: 11-point AP (default); voc12: all-point AP (VOC 2010+)")
+    parser.add_argument("--iou", type=float, default=0.5, help="IoU needed for a true positive (default 0.5)")
+    parser.add_argument("--subset", help="text file, one image name per line: score only these ground-truth images")
+    parser.add_argument("--plot-dir", help="write precision-recall curves (pr_curves.png, pr_<class>.png) here")
+    add_common_args(parser, device=False)
+    return parser
+
+
+def _eval_map(argv: Sequence[str] | None) -> int:
+    from cvcore.datasets import load_detection_dataset, read_detections
+
+    args = _build_map_parser().parse_args(argv)
+    setup_logging(quiet=args.quiet, debug=args.debug)
+    if not 0.0 < args.iou <= 1.0:
+        raise CLIError(f"--iou must be in (0, 1], got {args.iou}")
+
+    dataset = load_detection_dataset(args.gt)
+    records = list(dataset)
+    if args.subset:
+        keep = _subset_mask([r.file for r in records], args.subset)
+        records = [r for r, k in zip(records, keep) if k]
+    if not records:
+        raise CLIError(f"{args.gt}: no ground-truth images")
+    classes, images = read_detections(args.pred)  # images: file -> ImageDetections
+
+    matched = _match_predictions([r.file for r in records], images, args.pred, bool(args.subset))
+    empty = {"boxes": np.zeros((0, 4)), "scores": np.zeros(0), "labels": []}
+    preds = [empty] * len(records)
+    for i, image in matched.items():
+        preds[i] = {"boxes": image.boxes, "scores": image.scores, "labels": image.labels}
+
+    # Ground truth of classes the detector does not predict is left out (with a warning), not counted as misses.
+    class_set = set(classes)
+    gts, dropped = [], {}
+    for r in records:
+        keep = np.array([label in class_set for label in r.labels], dtype=bool)
+        for label in np.asarray(r.labels, dtype=object)[~keep]:
+            dropped[label] = dropped.get(label, 0) + 1
+        gts.append({"boxes": r.boxes[keep], "labels": [lb for lb, k in zip(r.labels, keep) if k],
+                    "difficult": r.difficult[keep]})
+    if dropped:
+        log.warning(f"warning: ground-truth classes not in the prediction file's classes were ignored: {dropped}")
+
+    result = eval_detections(preds, gts, classes, iou_thr=args.iou, metric=args.metric)
+
+    if args.plot_dir:
+        out = Path(args.plot_dir)
+        plot_pr_curves(result, out / "pr_curves.png")
+        for c in classes:
+            plot_pr_curves(result, out / f"pr_{_safe_name(c)}.png", classes=[c])
+    if args.json:
+        summary = {"metric": args.metric, "mAP": _json_number(result["mAP"]),
+                   "AP": {c: _json_number(result["AP"][c]) for c in classes}}
+        print(json.dumps(summary, indent=2))
+    elif not args.quiet:
+        print(_map_table(result, classes, len(records)))
+    return 0
+
+
+def _map_table(result: Mapping[str, Any], classes: Sequence[str], num_images: int) -> str:
+    name = "11-point AP (VOC07)" if result["metric"] == "voc07" else "all-point AP (VOC12)"
+    width = max([len(c) for c in classes] + [5])
+    lines = [f"{name}, IoU >= {result['iou_thr']:g}, {num_images} images", "",
+             f"{'class':<{width}}  {'gt':>6}  {'dets':>7}  {'AP %':>6}", "-" * (width + 25)]
+    for c in classes:
+        ap = result["AP"][c]
+        lines.append(f"{c:<{width}}  {result['num_positives'][c]:>6}  {result['num_detections'][c]:>7}  "
+                     f"{_pct(ap):>6}")
+    lines += ["-" * (width + 25), f"{'mAP':<{width}}  {'':>6}  {'':>7}  {_pct(result['mAP']):>6}"]
+    return "\n".join(lines)
+
+
+def _safe_name(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+
+
+def _json_number(x: float | None) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}"
+
+
+# ------------------------------------------------------------------------------------------------------ eval-pck
+
+
+def _build_pck_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="eval-pck",
+        description="PCK of a poses file (cvcore JSON) against ground truth (LSP, LSPET, FLIC, MPII or COCO).",
+    )
+    parser.add_argument("--pred", required=True, help="poses JSON file (see README, 'Prediction files')")
+    parser.add_argument("--gt", required=True, help="ground-truth annotations (folder or file of the chosen format)")
+    parser.add_argument("--format", choices=POSE_FORMATS, help="ground-truth format (default: detected from --gt)")
+    parser.add_argument("--alpha", type=float,
+                        help="threshold as a fraction of the normaliser (default 0.2; 0.5 with --norm head, PCKh@0.5)")
+    parser.add_argument("--norm", choices=NORMALISERS,
+                        help="torso (left shoulder - right hip; default), bbox (max side of the person box), "
+                             "head (PCKh: 0.6 x head-box diagonal; default for mpii)")
+    parser.add_argument("--subset", help="text file, one image name per line: score only these ground-truth images")
+    parser.add_argument("--plot-dir", help="write the PCK-versus-alpha curve (pck_curve.png) here")
+    add_common_args(parser, device=False)
+    return parser
+
+
+def _pair_people(gt: np.ndarray, visible: np.ndarray, people: Sequence[np.ndarray]) -> list[int | None]:
+    """For each ground-truth person (gt[P, K, 2], visible[P, K]) the index of its predicted person, or None."""
+    from scipy.optimize import linear_sum_assignment
+
+    if not people:
+        return [None] * len(gt)
+    cost = np.zeros((len(gt), len(people)))
+    for a in range(len(gt)):
+        for b, pred in enumerate(people):
+            d = np.linalg.norm(pred - gt[a], axis=-1)
+            d = np.where(np.isfinite(d), d, _MISSING_JOINT_COST)
+            cost[a, b] = d[visible[a]].mean() if visible[a].any() else 0.0
+    rows, cols = linear_sum_assignment(cost)
+    pairing: list[int | None] = [None] * len(gt)
+    for a, b in zip(rows, cols):
+        pairing[a] = int(b)
+    return pairing
+
+
+def _eval_pck(argv: Sequence[str] | None) -> int:
+    from cvcore.datasets import load_pose_dataset, read_poses
+
+    args = _build_pck_parser().parse_args(argv)
+    setup_logging(quiet=args.quiet, debug=args.debug)
+    if args.alpha is not None and not args.alpha > 0:
+        raise CLIError(f"--alpha must be positive, got {args.alpha}")
+
+    dataset = load_pose_dataset(args.gt, args.format)
+    joint_names = list(dataset.joint_names)
+    records = list(dataset)
+    if args.subset:
+        keep = _subset_mask([r.file for r in records], args.subset)
+        records = [r for r, k in zip(records, keep) if k]
+    if not records:
+        raise CLIError(f"{args.gt}: no ground-truth people")
+    fmt = args.format or getattr(dataset.skeleton, "name", "")
+    norm = args.norm or ("head" if fmt == "mpii" else "torso")
+    alpha = args.alpha if args.alpha is not None else (0.5 if norm == "head" else 0.2)
+
+    pred_names, images = read_poses(args.pred)  # images: file -> ImagePoses
+    k = len(joint_names)
+    if len(pred_names) != k:
+        raise CLIError(f"{args.pred}: {len(pred_names)} joints per person, the ground truth ({fmt}) has {k}")
+    reorder = np.arange(k)
+    if pred_names != joint_names:
+        if sorted(pred_names) == sorted(joint_names):
+            reorder = np.array([pred_names.index(n) for n in joint_names])
+        else:
+            log.warning(f"warning: {args.pred}: joint names {pred_names} differ from the ground truth's "
+                        f"{joint_names}; assuming the ground truth's order")
+
+    # Group ground-truth people by image; an image may hold several.
+    files = [r.file for r in records]
+    unique_files = list(dict.fromkeys(files))
+    matched = _match_predictions(unique_files, images, args.pred, bool(args.subset))
+    people_of = {i: [_person_joints(p, k, args.pred, image.file)[reorder] for p in image.people]
+                 for i, image in matched.items()}
+
+    gt = np.stack([r.joints for r in records]).astype(np.float64)
+    visible = np.stack([r.visible for r in records])
+    if fmt == "mpii":  # the official MPII PCKh leaves pelvis and thorax out
+        visible[:, [joint_names.index(n) for n in MPII_UNSCORED if n in joint_names]] = False
+    pred = np.full_like(gt, np.nan)
+    members: dict[str, list[int]] = {}
+    for n, f in enumerate(files):
+        members.setdefault(f, []).append(n)
+    for i, f in enumerate(unique_files):
+        people = people_of.get(i, [])
+        idx = members[f]
+        for n, b in zip(idx, _pair_people(gt[idx], visible[idx], people)):
+            if b is not None:
+                pred[n] = people[b]
+
+    boxes = np.stack([r.box if r.box is not None else np.full(4, np.nan) for r in records])
+    head_boxes = None
+    if norm == "head":
+        if all(r.head_box is None for r in records):
+            raise CLIError(f"--norm head needs head boxes (MPII annotations); {args.gt} ({fmt}) has none")
+        head_boxes = np.stack([r.head_box if r.head_box is not None else np.full(4, np.nan) for r in records])
+
+    evaluator = PCKEvaluator(joint_names, alpha=alpha, norm=norm)
+    evaluator.process(pred, gt, visible, boxes=boxes, head_boxes=head_boxes)
+    result = evaluator.evaluate()
+    if result["num_excluded"]:
+        log.warning(f"warning: {result['num_excluded']} of {result['num_samples']} people have no usable {norm} "
+                    "normaliser (missing or zero) and were left out")
+
+    if args.plot_dir:
+        alphas, mean, per_joint = evaluator.curve(np.linspace(0.0, max(0.5, alpha), 51))
+        plot_pck_curve(alphas, mean, Path(args.plot_dir) / "pck_curve.png", per_joint, joint_names, norm)
+    if args.json:
+        summary = {"alpha": alpha, "norm": norm, "PCK": _json_number(result["PCK"]),
+                   "per_joint": result["per_joint"]}
+        print(json.dumps(summary, indent=2))
+    elif not args.quiet:
+        print(_pck_table(result, joint_names))
+    return 0
+
+
+def _pck_table(result: Mapping[str, Any], joint_names: Sequence[str]) -> str:
+    width = max([len(n) for n in joint_names] + [12])
+    rule = "-" * (width + 18)
+    lines = [f"PCK@{result['alpha']:g} ({result['norm']} normaliser), {result['num_samples']} people"
+             f" ({result['num_excluded']} without a normaliser)", "",
+             f"{'joint':<{width}}  {'n':>7}  {'PCK %':>6}", rule]
+    for name in joint_names:
+        lines.append(f"{name:<{width}}  {result['counts'][name]:>7}  {_pct(result['per_joint'][name]):>6}")
+    if any(len(v) > 1 for v in pooled_parts(joint_names).values()):
+        lines += [rule, "left and right pooled:"]
+        for part, acc in result["per_part"].items():
+            lines.append(f"{part:<{width}}  {'':>7}  {_pct(acc):>6}")
+    lines += [rule, f"{'mean':<{width}}  {'':>7}  {_pct(result['PCK']):>6}",
+              f"{'AUC 0-0.2':<{width}}  {'':>7}  {_pct(result['AUC']):>6}"]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------- entry points
+
+
+def eval_map_main(argv: Sequence[str] | None = None) -> int:
+    """Console script ``eval-map``: returns the exit code (0 ok, 2 bad input)."""
+    return run_cli(_eval_map, argv, prog="eval-map")
+
+
+def eval_pck_main(argv: Sequence[str] | None = None) -> int:
+    """Console script ``eval-pck``: returns the exit code (0 ok, 2 bad input)."""
+    return run_cli(_eval_pck, argv, prog="eval-pck")

@@ -19,7 +19,7 @@ class CLIError(Exception):
 def add_common_args(parser: argparse.ArgumentParser, device: bool = True, json_flag: bool = True) -> None:
     """``--debug``, ``--quiet``, optionally ``--json`` and ``--device``."""
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
-    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars or tables; errors only")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars or tables; warnings and errors only")
     if json_flag:
         parser.add_argument("--json", action="store_true", help="print a machine-readable JSON summary on stdout")
     if device:

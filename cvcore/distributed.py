@@ -1,0 +1,109 @@
+"""Running on many GPUs or machines: ``torchrun`` process groups for training, and shards for per-image work.
+
+Training: launch the usual entry point under ``torchrun``; :func:`init_distributed` reads the environment torchrun
+sets (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``), joins the process group (NCCL on CUDA, gloo on CPU) and picks this
+rank's device. :func:`wrap_ddp` wraps the model and :func:`distributed_sampler` gives each rank its share of the data;
+the engine (:mod:`cvcore.engine`) writes checkpoints and logs on rank 0 only.
+
+Per-image work (proposals, features): :func:`shard_items` splits an ordered list into ``n`` disjoint interleaved
+shards, so ``--shard i/n`` on ``n`` machines covers every image exactly once and the per-image caches compose.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["DistInfo", "init_distributed", "wrap_ddp", "distributed_sampler", "is_main_process", "parse_shard",
+           "shard_items", "cleanup_distributed"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device: str | torch.device = "auto") -> DistInfo:
+    """Join the process group when launched by ``torchrun`` (``WORLD_SIZE`` > 1); otherwise a single-process info.
+
+    The device is ``cuda:LOCAL_RANK`` under torchrun on a CUDA machine, else the resolved ``device``.
+    """
+    from cvcore.device import resolve_device
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo(device=resolve_device(device))
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() and str(device) in ("auto", "cuda")
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+        dev = torch.device("cuda", local_rank)
+    else:
+        dev = resolve_device("cpu" if str(device) == "auto" else device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return DistInfo(rank=rank, world_size=world, local_rank=local_rank, device=dev)
+
+
+def cleanup_distributed() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def is_main_process() -> bool:
+    """True on rank 0, or when not distributed: the one process that writes files."""
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def wrap_ddp(model: torch.nn.Module, info: DistInfo, find_unused_parameters: bool = False) -> torch.nn.Module:
+    """``DistributedDataParallel`` around ``model`` (already on ``info.device``) when distributed; else ``model``."""
+    if not info.enabled:
+        return model
+    ids = [info.device.index] if info.device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids,
+                                                     find_unused_parameters=find_unused_parameters)
+
+
+def distributed_sampler(dataset: torch.utils.data.Dataset, info: DistInfo, shuffle: bool = True, seed: int = 0):
+    """A ``DistributedSampler`` (each rank a disjoint share) when distributed, else ``None`` (use the loader's own)."""
+    if not info.enabled:
+        return None
+    return torch.utils.data.distributed.DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank,
+                                                           shuffle=shuffle, seed=seed)
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """``"i/n"`` (0-based ``i``) -> ``(i, n)``; ``None`` or ``""`` -> ``(0, 1)``.
+
+    Raises:
+        ValueError: not of the form ``i/n`` with ``0 <= i < n``.
+    """
+    if not text:
+        return 0, 1
+    try:
+        i, n = (int(v) for v in str(text).split("/"))
+    except ValueError:
+        raise ValueError(f"shard '{text}' is not of the form i/n (e.g. 0/4)") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise ValueError(f"shard '{text}': need 0 <= i < n")
+    return i, n
+
+
+def shard_items(items: Sequence[T], shard: str | tuple[int, int] | None) -> list[T]:
+    """Items ``i, i + n, i + 2n, ...`` of ``items`` for shard ``i`` of ``n`` (interleaved, so shards cost alike)."""
+    i, n = parse_shard(shard) if not isinstance(shard, tuple) else shard
+    return list(items[i::n])

@@ -1,0 +1,225 @@
+"""Staged training (Tompson et al. 2014): part detector, then the spatial model on the frozen part detector, then both.
+
+Each stage runs through :class:`cvcore.engine.Trainer` in ``<out_dir>/<stage>/`` and resumes from its ``last.pt``;
+a finished stage writes ``done.json`` and is skipped on re-runs. After each stage the validation PCK (all alphas,
+per joint) is written to ``<out_dir>/<stage>/pck.json``; the final model file is ``<out_dir>/model.pt``, with the
+resolved config in ``<out_dir>/config.yaml``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from cvcore.config import save_config
+from cvcore.datasets import load_pose_dataset
+from cvcore.device import seed_everything, set_num_threads
+from cvcore.engine import Trainer
+from cvcore.evaluation import PCKEvaluator
+from cvcore.io import atomic_write_json, safe_torch_load
+from cvcore.nn import build_optimizer, build_scheduler
+from pose.config import PoseConfig
+from pose.data import CropCache, PoseEvalSet, PoseTrainSet, build_crop_cache, select_range
+from pose.estimator import build_pose_model, save_model_file
+from pose.model import STAGES, PoseModel
+
+__all__ = ["train", "evaluate_pck", "PoseData", "load_pose_data", "load_val_cache", "format_pck_table"]
+
+log = logging.getLogger("pose.train")
+
+
+class PoseData:
+    """Training set (augmented), validation crops, and the dataset's skeleton."""
+
+    def __init__(self, train_set: PoseTrainSet, val: CropCache, joint_names: list[str], skeleton: list,
+                 flip_pairs: list):
+        self.train_set, self.val = train_set, val
+        self.joint_names, self.skeleton, self.flip_pairs = joint_names, skeleton, flip_pairs
+
+
+def _split_records(cfg: PoseConfig) -> tuple[Any, list, list]:
+    """(skeleton, training records, validation records) as configured (reader split, then record range)."""
+    d = cfg.data
+    if len(d.train_range) != 2 or len(d.val_range) != 2 or len(d.input_size) != 2:
+        raise ValueError("data.train_range, data.val_range and data.input_size take two numbers each")
+    train_ds = load_pose_dataset(d.root, d.format, split=d.train_split or None)
+    val_ds = train_ds if d.val_split == d.train_split else load_pose_dataset(d.root, d.format, split=d.val_split or None)
+    train_records = select_range(train_ds, *d.train_range)
+    val_records = select_range(val_ds, *d.val_range)
+    if not train_records or not val_records:
+        raise ValueError(f"{d.root}: empty split (train {d.train_range} of {len(train_ds)} records, "
+                         f"val {d.val_range} of {len(val_ds)})")
+    return train_ds.skeleton, train_records, val_records
+
+
+def load_val_cache(cfg: PoseConfig, progress: bool = True) -> tuple[CropCache, list[str]]:
+    """Only the validation crops (person-centric, unaugmented) and the joint names, e.g. to re-evaluate a model."""
+    d = cfg.data
+    skeleton, _, val_records = _split_records(cfg)
+    cache = build_crop_cache(val_records, tuple(d.input_size), d.margin, d.min_crop, context=1.0,
+                             cache_dir=d.cache_dir or None, min_visible=1, progress=progress, tag="val-")
+    return cache, list(skeleton.joints)
+
+
+def load_pose_data(cfg: PoseConfig, progress: bool = True) -> PoseData:
+    """Read the dataset, split it, and build (or reuse) the cached crops."""
+    d = cfg.data
+    sk, train_records, _ = _split_records(cfg)
+    size = tuple(d.input_size)
+    train_cache = build_crop_cache(train_records, size, d.margin, d.min_crop, context=d.context,
+                                   cache_dir=d.cache_dir or None, min_visible=d.min_visible, progress=progress,
+                                   tag="train-")
+    val_cache, _ = load_val_cache(cfg, progress)
+    train_set = PoseTrainSet(train_cache, size, cfg.augment, sk.flip_pairs)
+    return PoseData(train_set, val_cache, list(sk.joints), [tuple(e) for e in sk.edges],
+                    [tuple(p) for p in sk.flip_pairs])
+
+
+@torch.no_grad()
+def predict_cache(model: PoseModel, cache: CropCache, batch_size: int = 64, limit: int | None = None,
+                  flip_test: bool = False) -> np.ndarray:
+    """Joints Array[N, K, 2] in original pixels for the (first ``limit``) cached evaluation crops."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    n = len(cache) if limit is None else min(limit, len(cache))
+    loader = DataLoader(torch.utils.data.Subset(PoseEvalSet(cache), range(n)), batch_size=batch_size)
+    out = np.zeros((n, cache.joints.shape[1], 2))
+    for batch in loader:
+        idx = batch["index"].numpy()
+        joints = model.predict(batch["image"].to(device), flip_test=flip_test)["joints"].cpu().numpy()
+        for j, i in enumerate(idx):
+            out[i] = cache.crop(i).to_original(joints[j])
+    model.train(was_training)
+    return out
+
+
+def evaluate_pck(model: PoseModel, cache: CropCache, joint_names: list[str], alphas=(0.05, 0.1, 0.2),
+                 norm: str = "torso", limit: int | None = None, flip_test: bool = False) -> dict[str, Any]:
+    """PCK on original-image coordinates: ``{"PCK@a": mean, "per_joint@a": {...}, "num_samples", ...}``."""
+    pred = predict_cache(model, cache, limit=limit, flip_test=flip_test)
+    n = len(pred)
+    result: dict[str, Any] = {"num_images": n}
+    for a in alphas:
+        ev = PCKEvaluator(joint_names, alpha=a, norm=norm)
+        ev.process(pred, cache.original_joints[:n], cache.visible[:n])
+        r = ev.evaluate()
+        result[f"PCK@{a}"] = 100.0 * r["PCK"]
+        result[f"per_joint@{a}"] = {k: (None if v is None else 100.0 * v) for k, v in r["per_joint"].items()}
+        result[f"per_part@{a}"] = {k: (None if v is None else 100.0 * v) for k, v in r["per_part"].items()}
+        result["num_excluded"] = r["num_excluded"]
+    return result
+
+
+def format_pck_table(results: dict[str, dict], alphas=(0.05, 0.1, 0.2)) -> str:
+    """Markdown table: one row per run, PCK per pooled part and mean at the largest alpha, mean at every alpha."""
+    rows = []
+    parts = None
+    top = max(alphas)
+    for name, r in results.items():
+        per_part = r[f"per_part@{top}"]
+        parts = parts or list(per_part)
+        cells = [f"{per_part[p]:.1f}" if per_part[p] is not None else "-" for p in parts]
+        rows.append(f"| {name} | " + " | ".join(cells) + " | " + " | ".join(f"{r[f'PCK@{a}']:.1f}" for a in alphas) + " |")
+    header = "| model | " + " | ".join(f"{p}@{top}" for p in parts) + " | " + " | ".join(f"mean@{a}" for a in alphas) + " |"
+    sep = "|" + "---|" * (1 + len(parts) + len(alphas))
+    return "\n".join([header, sep, *rows])
+
+
+def _stage_state(path: Path) -> dict:
+    ckpt = safe_torch_load(path)
+    return ckpt["model"]
+
+
+def _init_spatial_model(model: PoseModel, data: PoseData, cfg: PoseConfig) -> None:
+    """Kernels from the training set's displacement histograms (in heatmap cells), then output-scale calibration
+    on the frozen part detector's output for a few unaugmented training crops."""
+    cache = data.train_set.cache
+    stride = cfg.codec.stride
+    model.spatial_model.init_from_displacements(torch.from_numpy(cache.joints / stride),
+                                                torch.from_numpy(cache.visible),
+                                                blur=cfg.model.spatial_model.histogram_blur)
+    ow, oh = data.train_set.out_size
+    h, w = cache.images.shape[1:3]
+    x0, y0 = (w - ow) // 2, (h - oh) // 2
+    idx = np.random.default_rng(0).choice(len(cache), size=min(128, len(cache)), replace=False)
+    images = torch.from_numpy(np.stack([cache.images[i][y0:y0 + oh, x0:x0 + ow] for i in sorted(idx)]))
+    device = next(model.parameters()).device
+    model.part_detector.eval()
+    with torch.no_grad():
+        parts = torch.cat([model.part_detector(b.permute(0, 3, 1, 2).to(device)) for b in images.split(32)])
+    model.spatial_model.calibrate(parts)
+
+
+def train(cfg: PoseConfig, progress: bool = True, stages: tuple[str, ...] = STAGES) -> dict[str, Any]:
+    """Run the configured stages (each resumable); returns ``{stage: validation PCK}`` and writes the model file."""
+    out_dir = Path(cfg.train.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out_dir / "config.yaml")
+    seed_everything(cfg.train.seed)
+    if cfg.train.threads:
+        set_num_threads(cfg.train.threads)
+    data = load_pose_data(cfg, progress=progress)
+    model = build_pose_model(cfg, len(data.joint_names), data.skeleton, data.flip_pairs)
+    alphas = tuple(cfg.eval.alphas)
+    results: dict[str, Any] = {}
+    previous: Path | None = None
+    for stage in stages:
+        scfg = getattr(cfg.train, stage)
+        if scfg.epochs <= 0 or (stage != "part_detector" and model.spatial_model is None):
+            continue
+        stage_dir = out_dir / stage
+        model.set_stage(stage)
+        if previous is not None:
+            model.load_state_dict(_stage_state(previous))
+        done = stage_dir / "done.json"
+        if done.is_file():
+            log.info("stage %s already finished: %s", stage, stage_dir)
+            model.load_state_dict(_stage_state(stage_dir / "last.pt"))
+            results[stage] = json.loads(done.read_text())["pck"]
+            previous = stage_dir / "last.pt"
+            continue
+        if stage == "spatial_model" and not (stage_dir / "last.pt").is_file():
+            _init_spatial_model(model, data, cfg)
+        loader = DataLoader(data.train_set, batch_size=cfg.train.batch_size, shuffle=True, drop_last=True,
+                            num_workers=cfg.data.num_workers)
+        steps = max(1, math.ceil(scfg.epochs * len(loader)))
+        optimizer = build_optimizer(model.trainable_parameters(), scfg.optimizer, scfg.lr,
+                                    momentum=scfg.momentum if scfg.optimizer in ("sgd", "momentum", "nesterov",
+                                                                                 "rmsprop") else None,
+                                    weight_decay=scfg.weight_decay)
+        scheduler = build_scheduler(optimizer, scfg.scheduler, total_steps=steps,
+                                    warmup_steps=min(scfg.warmup_steps, steps // 2))
+        limit = cfg.train.eval_limit or None
+
+        def eval_fn(m: PoseModel, limit=limit) -> dict[str, float]:
+            r = evaluate_pck(m, data.val, data.joint_names, alphas=alphas, norm=cfg.eval.norm, limit=limit)
+            return {f"pck@{a}": r[f"PCK@{a}"] for a in alphas}
+
+        trainer = Trainer(model, optimizer, loader, scheduler=scheduler, device=cfg.train.device,
+                          out_dir=stage_dir, max_steps=steps, grad_clip=cfg.train.grad_clip or None,
+                          log_every=cfg.train.log_every, eval_fn=eval_fn, eval_every=cfg.train.eval_every or None,
+                          checkpoint_every=cfg.train.checkpoint_every, progress=progress, resume=True)
+        log.info("stage %s: %d steps (%.2f epochs of %d crops) -> %s", stage, steps, scfg.epochs,
+                 len(data.train_set), stage_dir)
+        trainer.train()
+        pck = evaluate_pck(model, data.val, data.joint_names, alphas=alphas, norm=cfg.eval.norm)
+        atomic_write_json(stage_dir / "pck.json", pck)
+        atomic_write_json(done, {"stage": stage, "steps": steps, "pck": pck})
+        save_model_file(stage_dir / "model.pt", model, cfg, data.joint_names, data.skeleton, metrics=pck)
+        results[stage] = pck
+        previous = stage_dir / "last.pt"
+        log.info("stage %s: val PCK %s", stage, ", ".join(f"@{a} {pck[f'PCK@{a}']:.1f}" for a in alphas))
+    if results:
+        last = list(results)[-1]
+        save_model_file(out_dir / "model.pt", model, cfg, data.joint_names, data.skeleton, metrics=results[last])
+        atomic_write_json(out_dir / "pck.json", results)
+        (out_dir / "pck.md").write_text(format_pck_table(results, alphas) + "\n")
+    return results

@@ -1,0 +1,160 @@
+"""Console scripts ``detect`` and ``rcnn-train``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from cvcore.cli import CLIError, add_common_args, run_cli, setup_logging
+
+log = logging.getLogger("rcnn")
+
+DETECT_EXAMPLES = """examples:
+  detect photos/ --model raccoon --out out/ --vis
+  detect smears/ --model bccd-fast --out out/ --score-thr 0 --max-per-image 50 --json
+  detect imgs/ --model runs/rcnn/bccd/detector.pt --out out/ --recursive --device cuda
+models: a detector file written by rcnn-train, or a shipped name: bccd, raccoon (warp mode, R-CNN),
+bccd-fast, raccoon-fast (shared mode, SPPnet-style)."""
+
+TRAIN_EXAMPLES = """examples:
+  rcnn-train --config configs/rcnn/bccd.yaml
+  rcnn-train --config configs/rcnn/raccoon.yaml data.root=/data/raccoon train.out_dir=runs/raccoon
+  rcnn-train --config configs/rcnn/bccd-fast.yaml svm.backend=torch --device cuda
+Stages (each resumable; re-run the same command after an interruption): proposals, fine-tuning (optional),
+features, SVMs with hard-negative mining, box regression, evaluation on the validation split."""
+
+
+def _detect(argv: Sequence[str] | None) -> int:
+    parser = argparse.ArgumentParser(prog="detect", description="Detect objects in a folder of images with a "
+                                     "trained R-CNN detector; writes one detections JSON file (and --vis images).",
+                                     epilog=DETECT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("images", help="folder of images (or one image file)")
+    parser.add_argument("--model", default="bccd", help="detector file or shipped name (default: bccd)")
+    parser.add_argument("--out", required=True, help="output folder (detections.json, vis/)")
+    parser.add_argument("--vis", action="store_true", help="also write the images with boxes, labels and scores")
+    parser.add_argument("--vis-thr", type=float, default=0.0, help="score threshold for drawn boxes (default 0)")
+    parser.add_argument("--score-thr", type=float, default=None, help="keep detections scoring at least this "
+                        "(SVM margin; default: the model's)")
+    parser.add_argument("--max-per-image", type=int, default=None, help="keep at most this many per image")
+    parser.add_argument("--recursive", action="store_true", help="also look in subfolders")
+    add_common_args(parser)
+    args = parser.parse_args(argv)
+    setup_logging(args.quiet, args.debug)
+
+    import numpy as np
+
+    from cvcore.datasets import ImageDetections, write_detections
+    from cvcore.device import resolve_device
+    from cvcore.io import ImageReadError, list_images, load_image
+    from rcnn.detector import Detector
+
+    src = Path(args.images)
+    if src.is_file():
+        root, files = src.parent, [src]
+    elif src.is_dir():
+        root, files = src, list_images(src, recursive=args.recursive)
+    else:
+        raise CLIError(f"{src}: no such folder or file")
+    if not files:
+        raise CLIError(f"{src}: no images found" + ("" if args.recursive else " (try --recursive)"))
+    detector = Detector.load(args.model, device=resolve_device(args.device))
+    if args.score_thr is not None:
+        detector.score_thr = args.score_thr
+    if args.max_per_image is not None:
+        detector.max_per_image = args.max_per_image
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    from tqdm import tqdm
+
+    from rcnn.train import prefetch
+
+    def prepare(path: Path) -> tuple[Path, np.ndarray | None, np.ndarray | None, str]:
+        """Decode and propose in a worker thread, overlapping the CNN of the previous image."""
+        try:
+            image = load_image(path)
+        except (ImageReadError, OSError) as e:
+            return path, None, None, str(e)
+        return path, image, detector.propose(image), ""
+
+    results, skipped, t0 = [], [], time.time()
+    for path, image, proposals, error in tqdm(prefetch(prepare, files, workers=1), total=len(files),
+                                              desc="detect", disable=args.quiet, dynamic_ncols=True):
+        rel = path.relative_to(root).as_posix()
+        if image is None:
+            skipped.append(rel)
+            tqdm.write(f"detect: skipping {path}: {error}", file=sys.stderr)
+            continue
+        det = detector.detect_proposals(image, proposals)
+        results.append(ImageDetections(rel, image.shape[1], image.shape[0], det.boxes, det.scores, det.labels))
+        if args.vis:
+            from cvcore.visualize import draw_boxes, save_image
+
+            keep = det.scores >= args.vis_thr
+            drawn = draw_boxes(image, det.boxes[keep], [det.labels[i] for i in np.nonzero(keep)[0]],
+                               det.scores[keep])
+            save_image(out / "vis" / Path(rel).with_suffix(".jpg"), drawn)
+    json_path = write_detections(out / "detections.json", detector.class_names, results)
+    seconds = time.time() - t0
+    summary = {"detections": str(json_path), "images": len(results), "skipped": skipped,
+               "boxes": int(sum(len(r.boxes) for r in results)),
+               "seconds_per_image": round(seconds / max(len(results), 1), 3), "model": str(args.model)}
+    if args.json:
+        print(json.dumps(summary))
+    elif not args.quiet:
+        print(f"{len(results)} images ({len(skipped)} skipped), {summary['boxes']} detections, "
+              f"{summary['seconds_per_image']} s/image -> {json_path}")
+    return 0
+
+
+def _train(argv: Sequence[str] | None) -> int:
+    parser = argparse.ArgumentParser(prog="rcnn-train", description="Train an R-CNN detector on a VOC-style "
+                                     "folder; writes detector.pt, config.yaml, train.log, report.json and "
+                                     "pr_curves.png into train.out_dir.",
+                                     epilog=TRAIN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="YAML config (configs/rcnn/*.yaml)")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. features.mode=shared svm.C=0.01")
+    add_common_args(parser)
+    args = parser.parse_args(argv)
+    setup_logging(args.quiet, args.debug)
+
+    from cvcore.config import load_config
+    from rcnn.config import RCNNConfig
+    from rcnn.train import train
+
+    overrides = list(args.overrides)
+    if args.device != "auto":
+        overrides.append(f"train.device={args.device}")
+    cfg = load_config(RCNNConfig, args.config, overrides)
+    _, report = train(cfg, progress=not args.quiet)
+    summary = {"out_dir": cfg.train.out_dir, **{k: report[k] for k in ("val", "val_no_bbox_reg", "val_softmax",
+                                                                        "seconds") if k in report}}
+    if args.json:
+        print(json.dumps(summary))
+    elif not args.quiet:
+        for key in ("val", "val_no_bbox_reg", "val_softmax"):
+            if key in report:
+                r = report[key]
+                aps = ", ".join(f"{c} {v:.3f}" if v is not None else f"{c} n/a" for c, v in r["AP"].items())
+                print(f"{key}: {r['metric']} mAP {r['mAP']:.4f} ({aps})")
+        print(f"detector: {Path(cfg.train.out_dir) / 'detector.pt'}")
+    return 0
+
+
+def detect_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``detect``."""
+    return run_cli(_detect, argv, prog="detect")
+
+
+def train_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``rcnn-train``."""
+    return run_cli(_train, argv, prog="rcnn-train")
+
+
+if __name__ == "__main__":
+    sys.exit(train_main())

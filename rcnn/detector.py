@@ -1,0 +1,193 @@
+"""The trained R-CNN detector: proposals -> features -> SVM scores -> box regression -> per-class NMS.
+
+    from rcnn import Detector
+    det = Detector.load("bccd")             # a shipped model name or a file written by ``rcnn-train``
+    boxes, scores, labels = det.detect("image.jpg")
+
+A detector is one file, readable with ``torch.load(path, weights_only=True)``: a dict with the format version, the
+config, class names, the backbone spec (weights by reference to the offline package / torchvision; the weights
+themselves only when fine-tuned, in fp16), the feature mode, the SVMs, the box regressors and the feature scale.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+from torchvision.ops import batched_nms, clip_boxes_to_image
+
+from cvcore.io import atomic_torch_save, load_image, safe_torch_load
+from rcnn.bbox_regression import BoxRegressor
+from rcnn.features import FeatureExtractor, build_feature_net
+from rcnn.svm import LinearSVMs
+
+__all__ = ["Detector", "Detections", "FORMAT_VERSION", "MODELS_DIR", "SHIPPED_MODELS", "resolve_model_path"]
+
+FORMAT_VERSION = 1
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+SHIPPED_MODELS = ("bccd", "raccoon", "bccd-fast", "raccoon-fast")
+
+
+class Detections(NamedTuple):
+    """Detections of one image: ``boxes`` float32[N, 4] xyxy (original pixels), ``scores`` float32[N] (SVM margins,
+    descending), ``labels`` N class names."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: list[str]
+
+
+def resolve_model_path(path_or_name: str | Path) -> Path:
+    """A detector file path, or a shipped model's name (``bccd``, ``raccoon``, ``bccd-fast``, ``raccoon-fast``)."""
+    p = Path(path_or_name)
+    if p.is_file():
+        return p
+    if str(path_or_name) in SHIPPED_MODELS or (MODELS_DIR / f"{path_or_name}.pt").is_file():
+        shipped = MODELS_DIR / f"{path_or_name}.pt"
+        if shipped.is_file():
+            return shipped
+        raise FileNotFoundError(f"shipped model '{path_or_name}' is missing from {MODELS_DIR}")
+    raise FileNotFoundError(f"{path_or_name}: no such detector file, and not a shipped model "
+                            f"({', '.join(SHIPPED_MODELS)})")
+
+
+def selective_search_proposals(mode: str = "fast", backend: str = "native", max_side: int = 500,
+                               top_k: int = 1000, min_size: int = 10) -> Callable[[np.ndarray], np.ndarray]:
+    """Proposal function ``image -> float32[N, 4]``: the ``top_k`` highest-ranked selective-search boxes (sides of
+    at least ``min_size`` pixels at the ``max_side`` working size)."""
+
+    def propose(image: np.ndarray) -> np.ndarray:
+        from rcnn.proposals import selective_search
+
+        return selective_search(image, mode=mode, backend=backend, max_side=max_side, min_size=min_size,
+                                max_boxes=top_k)
+
+    return propose
+
+
+class Detector:
+    """R-CNN detector (see the module docstring). Build it with :func:`rcnn.train.train` or :meth:`load`.
+
+    Args:
+        class_names: C class names.
+        extractor: feature extractor (warp or shared mode).
+        svms: per-class SVMs on features multiplied by ``feature_scale``.
+        regressor: per-class box regressors, or None.
+        feature_scale: factor that gave the training features a mean L2 norm of 20.
+        propose: ``image -> float32[N, 4]`` ranked proposals.
+        nms_iou, score_thr, max_per_image: post-processing (per-class NMS at 0.3 as the paper).
+        meta: everything else saved with the model (config, backbone spec, fine-tuned weights, measured mAP).
+    """
+
+    def __init__(self, class_names: list[str], extractor: FeatureExtractor, svms: LinearSVMs,
+                 regressor: BoxRegressor | None, feature_scale: float, propose: Callable[[np.ndarray], np.ndarray],
+                 *, nms_iou: float = 0.3, score_thr: float = -1.5, max_per_image: int = 100,
+                 meta: dict[str, Any] | None = None) -> None:
+        self.class_names = list(class_names)
+        self.extractor, self.svms, self.regressor = extractor, svms, regressor
+        self.feature_scale, self.propose = float(feature_scale), propose
+        self.nms_iou, self.score_thr, self.max_per_image = nms_iou, score_thr, max_per_image
+        self.meta = dict(meta or {})
+        self.timings: dict[str, float] = {}  # seconds spent per stage since construction (benchmarks)
+
+    def detect(self, image: np.ndarray | str | Path) -> Detections:
+        """Detect objects in an RGB uint8 image ``[H, W, 3]`` or an image file -> :class:`Detections`."""
+        image = load_image(image) if isinstance(image, (str, Path)) else np.asarray(image)
+        with self._timed("proposals"):
+            proposals = self.propose(image)                                        # selective search, ranked
+        return self.detect_proposals(image, proposals)
+
+    def detect_proposals(self, image: np.ndarray, proposals: np.ndarray) -> Detections:
+        """:meth:`detect` with given proposals (``float32[N, 4]`` xyxy, e.g. computed ahead in another thread)."""
+        with self._timed("features"):
+            features = self.extractor(image, proposals) * self.feature_scale       # CNN (warp or shared), [N, D]
+        with self._timed("svm_nms"):
+            return self.detect_from_features(features, proposals, image.shape[:2])
+
+    def detect_from_features(self, features: Tensor, proposals: np.ndarray | Tensor,
+                             image_hw: tuple[int, int]) -> Detections:
+        """The part after the CNN: scaled ``features[N, D]`` of ``proposals[N, 4]`` -> detections."""
+        proposals = torch.as_tensor(np.asarray(proposals, np.float32)).reshape(-1, 4)
+        scores = self.svms.decision(features)                                      # [N, C] SVM margins
+        if self.regressor is not None:
+            boxes = self.regressor.refine(features, proposals)                     # [N, C, 4], applied once
+        else:
+            boxes = proposals[:, None, :].expand(-1, len(self.class_names), 4)
+        return self.postprocess(boxes, scores, image_hw)                           # threshold, NMS, top-k
+
+    @contextmanager
+    def _timed(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - start
+
+    def postprocess(self, boxes: Tensor, scores: Tensor, image_hw: tuple[int, int]) -> Detections:
+        """Per-class boxes ``[N, C, 4]`` and scores ``[N, C]`` -> threshold, per-class NMS, top ``max_per_image``."""
+        num_classes = scores.shape[1]
+        labels = torch.arange(num_classes).expand_as(scores).reshape(-1)
+        boxes = clip_boxes_to_image(boxes.reshape(-1, 4), tuple(image_hw))
+        scores = scores.reshape(-1)
+        keep = torch.nonzero(scores >= self.score_thr).flatten()
+        boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+        keep = batched_nms(boxes, scores, labels, self.nms_iou)[: self.max_per_image]
+        return Detections(boxes[keep].numpy().astype(np.float32), scores[keep].numpy().astype(np.float32),
+                          [self.class_names[i] for i in labels[keep].tolist()])
+
+    # ---------------------------------------------------------------- files
+    def to_dict(self) -> dict[str, Any]:
+        """The plain dict that :meth:`save` writes (weights_only-loadable)."""
+        return {
+            "format_version": FORMAT_VERSION,
+            "class_names": self.class_names,
+            "feature_scale": self.feature_scale,
+            "svm": self.svms.state_dict(),
+            "regressor": None if self.regressor is None else self.regressor.state_dict(),
+            "test": {"nms_iou": self.nms_iou, "score_thr": self.score_thr, "max_per_image": self.max_per_image},
+            **self.meta,
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write the detector to one file, atomically."""
+        return atomic_torch_save(self.to_dict(), path)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], device: str | torch.device = "cpu",
+                  propose: Callable[[np.ndarray], np.ndarray] | None = None, where: str = "detector") -> Detector:
+        """Rebuild a detector from :meth:`to_dict` output."""
+        version = d.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ValueError(f"{where}: detector format version {version!r}, this code reads {FORMAT_VERSION}")
+        backbone, feats, props = d["backbone"], d["features"], d["proposals"]
+        state = backbone.get("state_dict")
+        net = build_feature_net(backbone["name"], backbone["layer"], backbone.get("weights", "default"), state)
+        extractor = FeatureExtractor(
+            net, feats["mode"], input_size=feats["input_size"], context_padding=feats["context_padding"],
+            sampling_ratio=feats["sampling_ratio"], batch_size=feats["batch_size"], scales=feats["scales"],
+            max_image_side=feats["max_image_side"], pool_size=feats["pool_size"], device=device,
+            channels_last=feats.get("channels_last", True), weights_id=backbone.get("weights_id", ""))
+        if propose is None:
+            propose = selective_search_proposals(props["mode"], props["backend"], props["max_side"],
+                                                 props["test_per_image"], props["min_size"])
+        regressor = BoxRegressor.from_state_dict(d["regressor"]) if d.get("regressor") else None
+        meta = {k: v for k, v in d.items()
+                if k not in ("format_version", "class_names", "feature_scale", "svm", "regressor", "test")}
+        return cls(d["class_names"], extractor, LinearSVMs.from_state_dict(d["svm"]), regressor,
+                   d["feature_scale"], propose, meta=meta, **d["test"])
+
+    @classmethod
+    def load(cls, path_or_name: str | Path, device: str | torch.device = "cpu",
+             propose: Callable[[np.ndarray], np.ndarray] | None = None) -> Detector:
+        """Load a detector file (``weights_only=True``) or a shipped model by name (``bccd``, ``raccoon``, ...)."""
+        path = resolve_model_path(path_or_name)
+        d = safe_torch_load(path)
+        if not isinstance(d, dict) or "svm" not in d:
+            raise ValueError(f"{path}: not an R-CNN detector file")
+        return cls.from_dict(d, device=device, propose=propose, where=str(path))

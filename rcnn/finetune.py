@@ -1,0 +1,186 @@
+"""Optional fine-tuning stage (R-CNN section 2.3, "Domain-specific fine-tuning").
+
+The ImageNet backbone gets a new (classes + 1)-way softmax layer and is trained with SGD (lr 0.001, momentum 0.9) on
+warped proposals: each batch of 128 windows holds 32 foreground windows (IoU >= 0.5 with a ground-truth box; label =
+that box's class) and 96 background windows (IoU < 0.5 with every box), sampled from a few random training images.
+The loop is :class:`cvcore.engine.Trainer` (checkpoints, exact resume, JSON-lines log).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torchvision.ops import box_iou
+
+from cvcore.datasets import DetectionRecord
+from cvcore.engine import Trainer
+from cvcore.io import atomic_torch_save, load_image, safe_torch_load
+from cvcore.nn import build_optimizer
+from rcnn.features import FeatureNet, build_feature_net
+from rcnn.warp import normalize_image, warp_regions
+
+log = logging.getLogger(__name__)
+
+__all__ = ["FinetuneModel", "WindowBatches", "label_windows", "finetune", "finetune_network"]
+
+
+def label_windows(boxes: np.ndarray, gt_boxes: np.ndarray, gt_labels: Sequence[int], fg_iou: float = 0.5,
+                  bg_iou: float = 0.5) -> np.ndarray:
+    """Fine-tuning label of every window: class index + 1 when IoU >= ``fg_iou`` with a ground-truth box (its best
+    match's class), 0 (background) when IoU < ``bg_iou`` with every box, -1 (unused) otherwise.
+
+    Args: boxes ``[N, 4]``, gt_boxes ``[M, 4]`` xyxy; gt_labels M class indices. Returns int64 ``[N]``.
+    """
+    labels = np.zeros(len(boxes), np.int64)
+    if len(gt_boxes) == 0 or len(boxes) == 0:
+        return labels
+    overlap, best = box_iou(torch.as_tensor(boxes).float(), torch.as_tensor(gt_boxes).float()).max(1)
+    overlap, best = overlap.numpy(), best.numpy()
+    labels[:] = -1
+    labels[overlap < bg_iou] = 0
+    fg = overlap >= fg_iou
+    labels[fg] = np.asarray(gt_labels, np.int64)[best[fg]] + 1
+    return labels
+
+
+class WindowBatches:
+    """Re-iterable batches ``{"crops": Tensor[B, 3, S, S], "labels": Tensor[B]}`` of warped windows.
+
+    Each batch samples ``fg_per_batch`` foreground and ``bg_per_batch`` background windows (with replacement when an
+    image group has too few) from ``images_per_batch`` random training images; windows are ground-truth boxes plus
+    proposals; crops are mirrored at random. Randomness comes from the global torch RNG, so the engine's resume
+    replays the same batches.
+    """
+
+    def __init__(self, records: Sequence[DetectionRecord], proposals: Callable[[DetectionRecord], np.ndarray],
+                 classes: Sequence[str], *, input_size: int, context_padding: int = 16, sampling_ratio: int = 2,
+                 fg_per_batch: int = 32, bg_per_batch: int = 96, fg_iou: float = 0.5, bg_iou: float = 0.5,
+                 images_per_batch: int = 4) -> None:
+        self.records, self.proposals, self.classes = list(records), proposals, list(classes)
+        self.input_size, self.context_padding, self.sampling_ratio = input_size, context_padding, sampling_ratio
+        self.fg, self.bg, self.fg_iou, self.bg_iou = fg_per_batch, bg_per_batch, fg_iou, bg_iou
+        self.images_per_batch = images_per_batch
+        self._windows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def __len__(self) -> int:
+        return max(1, len(self.records) // self.images_per_batch)
+
+    def windows(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """(boxes ``[N, 4]``, labels ``[N]``) of training image ``i``: ground-truth boxes + proposals."""
+        if i not in self._windows:
+            r = self.records[i]
+            index = {c: k for k, c in enumerate(self.classes)}
+            keep = [k for k, label in enumerate(r.labels) if label in index]
+            gt = np.asarray(r.boxes, np.float32).reshape(-1, 4)[keep]
+            gt_labels = [index[r.labels[k]] for k in keep]
+            boxes = np.concatenate([gt, np.asarray(self.proposals(r), np.float32).reshape(-1, 4)])
+            self._windows[i] = (boxes, label_windows(boxes, gt, gt_labels, self.fg_iou, self.bg_iou))
+        return self._windows[i]
+
+    def __iter__(self) -> Iterator[dict[str, Tensor]]:
+        order = torch.randperm(len(self.records)).tolist()
+        for b in range(len(self)):
+            group = order[b * self.images_per_batch:(b + 1) * self.images_per_batch]
+            picks = []  # (image, window) pairs
+            for want, is_fg in ((self.fg, True), (self.bg, False)):
+                pool = [(i, j) for i in group for j in np.nonzero((self.windows(i)[1] > 0) if is_fg
+                                                                   else (self.windows(i)[1] == 0))[0]]
+                if not pool:
+                    continue
+                idx = torch.randint(len(pool), (want,)) if len(pool) < want else torch.randperm(len(pool))[:want]
+                picks += [pool[k] for k in idx.tolist()]
+            crops, labels = [], []
+            for i in sorted({i for i, _ in picks}):
+                rows = [j for ii, j in picks if ii == i]
+                boxes, lab = self.windows(i)
+                image = normalize_image(load_image(self.records[i].image_path))
+                crops.append(warp_regions(image, torch.from_numpy(boxes[rows]), self.input_size,
+                                          self.context_padding, self.sampling_ratio))
+                labels.append(torch.from_numpy(lab[rows]))
+            crops_t = torch.cat(crops)
+            flip = torch.rand(len(crops_t)) < 0.5
+            crops_t[flip] = crops_t[flip].flip(-1)
+            yield {"crops": crops_t.contiguous(memory_format=torch.channels_last), "labels": torch.cat(labels)}
+
+
+class FinetuneModel(nn.Module):
+    """Backbone feature (:class:`rcnn.features.FeatureNet`) + dropout + (classes + 1)-way linear softmax layer.
+
+    ``forward(batch)`` returns ``{"loss_cls": cross-entropy}`` in training and logits ``[B, C + 1]`` in eval mode.
+    """
+
+    def __init__(self, net: FeatureNet, num_classes: int, dropout: float = 0.5, freeze_blocks: int = 0) -> None:
+        super().__init__()
+        self.net = net
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(net.dim, num_classes + 1)
+        nn.init.normal_(self.classifier.weight, std=0.01)
+        nn.init.zeros_(self.classifier.bias)
+        blocks = list(net.trunk.children())
+        for block in blocks[:freeze_blocks]:
+            block.requires_grad_(False)
+        self.frozen = blocks[:freeze_blocks]
+
+    def train(self, mode: bool = True) -> FinetuneModel:
+        super().train(mode)
+        for block in self.frozen:  # frozen blocks keep ImageNet batch-norm statistics
+            block.eval()
+        return self
+
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor] | Tensor:
+        logits = self.classifier(self.dropout(self.net(batch["crops"])))
+        if not self.training:
+            return logits
+        return {"loss_cls": nn.functional.cross_entropy(logits, batch["labels"])}
+
+
+def finetune_network(net: FeatureNet, batches: WindowBatches, num_classes: int, out_dir: str | Path, *, steps: int,
+                     lr: float = 1e-3, momentum: float = 0.9, weight_decay: float = 5e-4, freeze_blocks: int = 0,
+                     device: str | torch.device = "cpu", checkpoint_every: int = 50, log_every: int = 10,
+                     progress: bool = True) -> FinetuneModel:
+    """Fine-tune ``net`` with a new softmax layer on ``batches`` for ``steps`` SGD steps (resumes from
+    ``out_dir/last.pt``). Returns the trained model (eval mode)."""
+    model = FinetuneModel(net, num_classes, freeze_blocks=freeze_blocks).to(memory_format=torch.channels_last)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = build_optimizer(params, "momentum", lr=lr, momentum=momentum, weight_decay=weight_decay)
+    trainer = Trainer(model, optimizer, batches, device=device, out_dir=out_dir, max_steps=steps,
+                      log_every=log_every, checkpoint_every=checkpoint_every, progress=progress, resume=True)
+    trainer.train()
+    return model.eval()
+
+
+def finetune(cfg: Any, records: Sequence[DetectionRecord], classes: Sequence[str], device: torch.device,
+             out_dir: Path, progress: bool = True) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """The fine-tuning stage of :func:`rcnn.train.train` (reads the config; result cached in ``out_dir``).
+
+    Returns (fine-tuned :class:`FeatureNet` state dict, softmax layer ``{"weight": [C+1, D], "bias": [C+1]}``).
+    """
+    from rcnn.train import image_proposals
+
+    f, ft = cfg.features, cfg.finetune
+    done = out_dir / "finetuned.pt"
+    if done.is_file():
+        saved = safe_torch_load(done)
+        if saved.get("steps") == ft.steps:
+            log.info("fine-tuning: reused %s", done)
+            return saved["state_dict"], saved["softmax"]
+    top_k = cfg.proposals.train_per_image
+    batches = WindowBatches(records, lambda r: image_proposals(r, None, cfg)[:top_k], classes,
+                            input_size=f.input_size, context_padding=f.context_padding,
+                            sampling_ratio=f.sampling_ratio, fg_per_batch=ft.fg_per_batch,
+                            bg_per_batch=ft.bg_per_batch, fg_iou=ft.fg_iou, bg_iou=ft.bg_iou)
+    net = build_feature_net(f.backbone, f.layer, f.weights).train()
+    model = finetune_network(net, batches, len(classes), out_dir, steps=ft.steps, lr=ft.lr, momentum=ft.momentum,
+                             weight_decay=ft.weight_decay, freeze_blocks=ft.freeze_blocks, device=device,
+                             checkpoint_every=ft.checkpoint_every, log_every=ft.log_every, progress=progress)
+    model = model.to(memory_format=torch.contiguous_format).cpu()
+    state = {k: v.detach().clone() for k, v in model.net.state_dict().items()}
+    softmax = {"weight": model.classifier.weight.detach().clone(), "bias": model.classifier.bias.detach().clone()}
+    atomic_torch_save({"steps": ft.steps, "state_dict": state, "softmax": softmax}, done)
+    return state, softmax

@@ -1,0 +1,444 @@
+"""Training stages of R-CNN, run in order by :func:`train` (``rcnn-train --config configs/rcnn/<name>.yaml``):
+
+1. proposals: selective search on every image (cached per image by :func:`rcnn.proposals.compute_proposals`);
+2. fine-tuning (optional, :mod:`rcnn.finetune`): backbone + softmax head on warped proposals;
+3. features: CNN features of ground-truth boxes and proposals (training images) and proposals (validation images),
+   cached per image in fp16 (:class:`rcnn.features.FeatureCache`);
+4. SVMs: per-class linear SVMs with hard-negative mining (:mod:`rcnn.svm`);
+5. box regression: per-class ridge regression (:mod:`rcnn.bbox_regression`);
+6. evaluation on the validation split: VOC mAP with and without box regression, report JSON + PR curves.
+
+Every stage is resumable: proposals and features are per-image files, fine-tuning checkpoints through the engine,
+SVM and regression results are saved in the output folder under a key of their inputs. Per-image cost is
+independent, so an interrupted run continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+from torch import Tensor
+from torchvision.ops import box_iou
+from tqdm import tqdm
+
+from cvcore.config import config_to_dict, save_config
+from cvcore.datasets import DetectionRecord, read_voc
+from cvcore.device import resolve_device, seed_everything, set_num_threads
+from cvcore.evaluation import eval_detections
+from cvcore.evaluation.plots import plot_pr_curves
+from cvcore.io import atomic_torch_save, atomic_write_bytes, atomic_write_json, load_image, safe_torch_load
+from rcnn.bbox_regression import BoxRegressor, fit_box_regressor
+from rcnn.config import RCNNConfig
+from rcnn.detector import Detector, selective_search_proposals
+from rcnn.features import FeatureCache, FeatureExtractor, build_feature_net, feature_scale, state_dict_digest
+from rcnn.svm import LinearSVMs, TrainingImage, hard_negative_mining
+
+log = logging.getLogger("rcnn.train")
+T = TypeVar("T")
+
+__all__ = ["train", "load_splits", "image_proposals", "box_sets", "extract_features", "training_images",
+           "regression_examples", "evaluate", "build_extractor", "prefetch"]
+
+
+# ------------------------------------------------------------------------------------------------ data
+def load_splits(root: str, train_split: str | None, val_split: str | None, val_every: int = 0,
+                classes: Sequence[str] = ()) -> tuple[list[DetectionRecord], list[DetectionRecord], list[str]]:
+    """Training and validation records of a VOC-style folder.
+
+    With ``val_every > 0`` the sorted annotation list is split: images ``val_every, 2 * val_every, ...`` (1-based)
+    are validation, the rest training (the Raccoon convention). Otherwise ``ImageSets/Main/<split>.txt``.
+    Returns (train, val, class names).
+    """
+    if not root:
+        raise ValueError("data.root is empty: set it in the config or with data.root=/path/to/voc_folder")
+    cls = list(classes) or None
+    if val_every > 0:
+        ds = read_voc(root, None, cls)
+        records = list(ds)
+        val = [r for i, r in enumerate(records) if i % val_every == val_every - 1]
+        train = [r for i, r in enumerate(records) if i % val_every != val_every - 1]
+        names = list(ds.classes)
+    else:
+        tr = read_voc(root, train_split, cls)
+        train, names = list(tr), list(tr.classes)
+        val = list(read_voc(root, val_split, names)) if val_split else []
+    return train, val, names
+
+
+def prefetch(fn: Callable[[T], Any], items: Iterable[T], workers: int = 1) -> Iterator[Any]:
+    """``map(fn, items)`` computed ``workers`` items ahead in threads (image decoding and proposals overlap the CNN)."""
+    if workers <= 0:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        pending: deque = deque()
+        it = iter(items)
+        for item in it:
+            pending.append(pool.submit(fn, item))
+            if len(pending) > workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def image_proposals(record: DetectionRecord, image: np.ndarray | None, cfg: RCNNConfig) -> np.ndarray:
+    """All ranked selective-search boxes of one image (``float32[N, 4]``), through the per-image disk cache.
+
+    The boxes a training run used are also frozen under ``cache_dir/proposals_used`` (keyed by the image and the
+    proposal settings), so a resumed run keeps its proposals, and the features cached for them, even when the
+    proposal code changes in between.
+    """
+    from rcnn.proposals import compute_proposals
+
+    p = cfg.proposals
+    cache_dir = Path(cfg.train.cache_dir)
+    path = Path(record.image_path)
+    try:
+        stat = path.stat()
+        ident = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{p.mode}:{p.backend}:{p.max_side}:{p.min_size}"
+    except OSError:
+        ident = str(path)
+    frozen = cache_dir / "proposals_used" / f"{path.stem}-{hashlib.sha1(ident.encode()).hexdigest()[:16]}.npy"
+    if frozen.is_file():
+        try:
+            return np.load(frozen)
+        except (OSError, ValueError):
+            pass
+    boxes = compute_proposals(record.image_path, image, mode=p.mode, backend=p.backend, max_side=p.max_side,
+                              min_size=p.min_size, cache_dir=cache_dir / "proposals")
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(boxes, np.float32))
+    atomic_write_bytes(frozen, buffer.getvalue())
+    return boxes
+
+
+def box_sets(record: DetectionRecord, proposals: np.ndarray, top_k: int, with_gt: bool) -> tuple[np.ndarray, int]:
+    """Boxes whose features are computed for one image: (ground-truth boxes if ``with_gt``) + top-k proposals.
+
+    Returns ``(float32[M, 4], number of leading ground-truth rows)``.
+    """
+    props = np.asarray(proposals, np.float32).reshape(-1, 4)[:top_k]
+    if not with_gt:
+        return props, 0
+    gt = np.asarray(record.boxes, np.float32).reshape(-1, 4)
+    return np.concatenate([gt, props]), len(gt)
+
+
+# ------------------------------------------------------------------------------------------------ features
+def build_extractor(cfg: RCNNConfig, device: torch.device, state_dict: dict[str, Tensor] | None = None
+                    ) -> tuple[FeatureExtractor, dict[str, Any]]:
+    """Feature extractor from the config (and fine-tuned weights), plus the backbone spec saved in the detector."""
+    f = cfg.features
+    if state_dict is not None:  # the detector file stores fp16 weights: extract with exactly those
+        state_dict = {k: v.to(torch.float16) if v.is_floating_point() else v for k, v in state_dict.items()}
+    net = build_feature_net(f.backbone, f.layer, f.weights, state_dict)
+    if state_dict is not None:
+        weights_id = "finetuned-" + state_dict_digest(state_dict)
+    elif f.weights in ("default", "none"):
+        weights_id = f"{f.backbone}:{f.weights}"
+    else:
+        weights_id = f"{f.backbone}:{Path(f.weights).name}"
+    extractor = FeatureExtractor(
+        net, f.mode, input_size=f.input_size, context_padding=f.context_padding, sampling_ratio=f.sampling_ratio,
+        batch_size=f.batch_size, scales=f.scales, max_image_side=f.max_image_side, pool_size=f.pool_size,
+        device=device, channels_last=f.channels_last, weights_id=weights_id)
+    spec = {"name": f.backbone, "layer": net.layer, "weights": f.weights, "weights_id": weights_id}
+    if state_dict is not None:
+        spec["state_dict"] = state_dict
+    return extractor, spec
+
+
+@dataclass
+class ImageFeatures:
+    """Cached features of one image: ``boxes[M, 4]``, unscaled fp16 ``features[M, D]``, ``num_gt`` leading gt rows."""
+
+    record: DetectionRecord
+    boxes: np.ndarray
+    features: Tensor
+    num_gt: int
+
+
+def extract_features(records: Sequence[DetectionRecord], cfg: RCNNConfig, extractor: FeatureExtractor,
+                     training: bool, desc: str = "features", progress: bool = True) -> list[ImageFeatures]:
+    """Features of every image's box set (:func:`box_sets`), computed once and cached on disk (fp16, per image)."""
+    cache = FeatureCache(Path(cfg.train.cache_dir) / "features", extractor.key())
+    top_k = cfg.proposals.train_per_image if training else cfg.proposals.test_per_image
+
+    def prepare(record: DetectionRecord) -> tuple[DetectionRecord, np.ndarray, int, Tensor, int, Any]:
+        boxes, num_gt = box_sets(record, image_proposals(record, None, cfg), top_k, training)
+        cached, stored = cache.lookup(record.image_path, boxes)
+        image = load_image(record.image_path) if len(cached) < len(boxes) else None
+        return record, boxes, num_gt, cached, len(stored), image
+
+    out: list[ImageFeatures] = []
+    computed, crops, t0 = 0, 0, time.time()
+    bar = tqdm(prefetch(prepare, records, cfg.train.workers), total=len(records), desc=desc,
+               disable=not progress, dynamic_ncols=True)
+    for record, boxes, num_gt, cached, num_stored, image in bar:
+        if len(cached) < len(boxes):
+            new = extractor(image, boxes[len(cached):]).to(torch.float16)
+            feats = torch.cat([cached, new]) if len(cached) else new
+            if num_stored <= len(boxes):  # never replace a longer stored list by a shorter one
+                cache.save(record.image_path, boxes, feats)
+            computed += 1
+            crops += len(new)
+            bar.set_postfix(boxes_per_s=f"{crops / max(time.time() - t0, 1e-6):.0f}")
+            cached = feats
+        out.append(ImageFeatures(record, boxes, cached, num_gt))
+    log.info("%s: %d images (%d computed, %d boxes, %.1f s)", desc, len(records), computed, crops, time.time() - t0)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ SVM / regression
+def _gt_for_class(record: DetectionRecord, c: str, use_difficult: bool) -> tuple[np.ndarray, np.ndarray]:
+    mask = np.array([label == c for label in record.labels], bool)
+    return mask, mask & (use_difficult | ~record.difficult)
+
+
+def training_images(items: Sequence[ImageFeatures], classes: Sequence[str], scale: float, neg_iou: float = 0.3,
+                    use_difficult: bool = False) -> list[TrainingImage]:
+    """SVM roles of every row: positives = non-difficult ground-truth boxes of the class, negatives = rows with
+    IoU < ``neg_iou`` to every ground-truth box of the class (other classes' boxes included), others ignored."""
+    out = []
+    for it in items:
+        boxes = torch.from_numpy(it.boxes)
+        n = len(boxes)
+        pos = torch.zeros((n, len(classes)), dtype=torch.bool)
+        neg = torch.zeros((n, len(classes)), dtype=torch.bool)
+        gt = torch.from_numpy(np.asarray(it.record.boxes, np.float32).reshape(-1, 4))
+        for c, name in enumerate(classes):
+            all_c, usable = _gt_for_class(it.record, name, use_difficult)
+            rows = torch.zeros(n, dtype=torch.bool)
+            rows[: it.num_gt] = torch.from_numpy(usable[: it.num_gt])
+            pos[:, c] = rows
+            if all_c.any():
+                overlap = box_iou(boxes, gt[torch.from_numpy(all_c)]).max(1).values
+                neg[:, c] = overlap < neg_iou
+            else:
+                neg[:, c] = True
+            neg[: it.num_gt, c] &= ~torch.from_numpy(all_c[: it.num_gt])
+        out.append(TrainingImage(it.features, pos, neg, scale))
+    return out
+
+
+def regression_examples(items: Sequence[ImageFeatures], classes: Sequence[str], scale: float, min_iou: float = 0.6
+                        ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Rows with IoU > ``min_iou`` to a ground-truth box: (scaled features, boxes, their best gt box, gt class)."""
+    index = {c: i for i, c in enumerate(classes)}
+    feats, props, targets, labels = [], [], [], []
+    for it in items:
+        if len(it.record.boxes) == 0:
+            continue
+        gt = torch.from_numpy(np.asarray(it.record.boxes, np.float32).reshape(-1, 4))
+        boxes = torch.from_numpy(it.boxes)
+        overlap, best = box_iou(boxes, gt).max(1)
+        keep = torch.nonzero(overlap > min_iou).flatten()
+        keep = keep[[it.record.labels[b] in index for b in best[keep].tolist()]] if keep.numel() else keep
+        if keep.numel() == 0:
+            continue
+        feats.append(it.features[keep].float() * scale)
+        props.append(boxes[keep])
+        targets.append(gt[best[keep]])
+        labels.append(torch.tensor([index[it.record.labels[b]] for b in best[keep].tolist()]))
+    if not feats:
+        raise ValueError("box regression: no proposal overlaps a ground-truth box by more than "
+                         f"{min_iou}; check the proposals")
+    return torch.cat(feats), torch.cat(props), torch.cat(targets), torch.cat(labels)
+
+
+# ------------------------------------------------------------------------------------------------ evaluation
+def evaluate(detector: Detector, items: Sequence[ImageFeatures], classes: Sequence[str], metric: str = "voc07",
+             regression: bool = True) -> dict[str, Any]:
+    """VOC AP of ``detector`` on cached validation features (the same post-processing as :meth:`Detector.detect`)."""
+    regressor = detector.regressor
+    if not regression:
+        detector.regressor = None
+    try:
+        preds = []
+        for it in items:
+            det = detector.detect_from_features(it.features.float() * detector.feature_scale, it.boxes,
+                                                (it.record.height, it.record.width))
+            preds.append({"boxes": det.boxes, "scores": det.scores, "labels": det.labels})
+    finally:
+        detector.regressor = regressor
+    return eval_detections(preds, [it.record for it in items], list(classes), iou_thr=0.5, metric=metric)
+
+
+def _summary(result: dict[str, Any]) -> dict[str, Any]:
+    def clean(v: float) -> float | None:
+        return None if v is None or not np.isfinite(v) else round(float(v), 4)
+
+    return {"metric": result["metric"], "mAP": clean(result["mAP"]),
+            "AP": {c: clean(v) for c, v in result["AP"].items()}}
+
+
+def _key(*parts: Any) -> str:
+    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------------------------ the pipeline
+def train(cfg: RCNNConfig, progress: bool = True) -> tuple[Detector, dict[str, Any]]:
+    """Run every stage (see the module docstring); returns the detector and the evaluation report.
+
+    Writes into ``cfg.train.out_dir``: ``config.yaml``, ``train.log``, ``detector.pt``, ``svm.pt``,
+    ``regression.pt``, ``report.json``, ``pr_curves.png`` (and ``finetune/`` when fine-tuning).
+    """
+    out = Path(cfg.train.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(out / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+    logging.getLogger("rcnn").addHandler(handler)
+    logging.getLogger("rcnn").setLevel(logging.INFO)
+    try:
+        return _train(cfg, out, progress)
+    finally:
+        logging.getLogger("rcnn").removeHandler(handler)
+        handler.close()
+
+
+def _train(cfg: RCNNConfig, out: Path, progress: bool) -> tuple[Detector, dict[str, Any]]:
+    save_config(cfg, out / "config.yaml")
+    seed_everything(cfg.train.seed)
+    if cfg.train.num_threads:
+        set_num_threads(cfg.train.num_threads)
+    device = resolve_device(cfg.train.device)
+    timings: dict[str, float] = {}
+    train_recs, val_recs, classes = load_splits(cfg.data.root, cfg.data.train_split, cfg.data.val_split,
+                                                cfg.data.val_every, cfg.data.classes)
+    train_recs = train_recs[:: max(1, cfg.data.train_every)]
+    if cfg.data.max_images > 0:
+        train_recs, val_recs = train_recs[: cfg.data.max_images], val_recs[: cfg.data.max_images]
+    log.info("data: %d training, %d validation images, classes %s", len(train_recs), len(val_recs), classes)
+
+    # 1. proposals
+    t = time.time()
+    for record in tqdm(train_recs + val_recs, desc="proposals", disable=not progress, dynamic_ncols=True):
+        image_proposals(record, None, cfg)
+    timings["proposals"] = time.time() - t
+
+    # 2. fine-tuning (optional)
+    state_dict = softmax = None
+    if cfg.finetune.enabled:
+        from rcnn.finetune import finetune
+
+        t = time.time()
+        state_dict, softmax = finetune(cfg, train_recs, classes, device, out / "finetune", progress=progress)
+        timings["finetune"] = time.time() - t
+
+    # 3. features
+    t = time.time()
+    extractor, backbone_spec = build_extractor(cfg, device, state_dict)
+    train_items = extract_features(train_recs, cfg, extractor, True, "features (train)", progress)
+    val_items = extract_features(val_recs, cfg, extractor, False, "features (val)", progress)
+    # mean L2 norm over the training proposals, image by image (a float32 copy of them all would not fit in memory)
+    norms = torch.cat([it.features[it.num_gt:].float().norm(dim=1) for it in train_items])
+    scale = feature_scale(norms[:, None], cfg.features.target_norm)
+    timings["features"] = time.time() - t
+    log.info("feature scale %.5f (mean L2 norm -> %.1f), dim %d", scale, cfg.features.target_norm, extractor.dim)
+
+    # 4. SVMs with hard-negative mining
+    s = cfg.svm
+    svm_key = _key(extractor.key(), config_to_dict(s), config_to_dict(cfg.proposals), classes,
+                   [r.file for r in train_recs], scale)
+    svm_file = out / "svm.pt"
+    t = time.time()
+    saved = safe_torch_load(svm_file) if svm_file.is_file() else None
+    if saved is not None and saved.get("key") == svm_key:
+        svms, svm_stats = LinearSVMs.from_state_dict(saved["svm"]), saved["stats"]
+        log.info("SVMs: reused %s", svm_file)
+    else:
+        images = training_images(train_items, classes, scale, s.neg_iou, cfg.data.use_difficult)
+        svms, svm_stats = hard_negative_mining(
+            images, len(classes), C=s.C, pos_weight=s.pos_weight, bias_multiplier=s.bias_multiplier,
+            hard_threshold=s.hard_threshold, evict_threshold=s.evict_threshold, retrain_every=s.retrain_every,
+            max_cache=s.max_cache, first_negatives=s.first_negatives, backend=s.backend, device=device,
+            seed=cfg.train.seed, progress=progress)
+        del images
+        atomic_torch_save({"key": svm_key, "svm": svms.state_dict(), "stats": svm_stats}, svm_file)
+    timings["svm"] = time.time() - t
+
+    # 5. box regression
+    regressor = None
+    if cfg.regression.enabled:
+        t = time.time()
+        reg_key = _key(svm_key, config_to_dict(cfg.regression))
+        reg_file = out / "regression.pt"
+        saved = safe_torch_load(reg_file) if reg_file.is_file() else None
+        if saved is not None and saved.get("key") == reg_key:
+            regressor = BoxRegressor.from_state_dict(saved["regressor"])
+        else:
+            feats, props, targets, labels = regression_examples(train_items, classes, scale, cfg.regression.min_iou)
+            regressor = fit_box_regressor(feats, props, targets, labels, len(classes), cfg.regression.lam)
+            log.info("box regression: %d examples", len(labels))
+            atomic_torch_save({"key": reg_key, "regressor": regressor.state_dict()}, reg_file)
+        timings["regression"] = time.time() - t
+
+    p = cfg.proposals
+    meta = {
+        "config": config_to_dict(cfg),
+        "backbone": backbone_spec,
+        "features": {k: v for k, v in config_to_dict(cfg.features).items()
+                     if k not in ("backbone", "layer", "weights", "target_norm")},
+        "proposals": {"mode": p.mode, "backend": p.backend, "max_side": p.max_side,
+                      "test_per_image": p.test_per_image, "min_size": p.min_size},
+        "fine_tuned": state_dict is not None,
+    }
+    if softmax is not None:
+        meta["softmax"] = softmax
+    detector = Detector(classes, extractor, svms, regressor, scale,
+                        selective_search_proposals(p.mode, p.backend, p.max_side, p.test_per_image, p.min_size),
+                        nms_iou=cfg.test.nms_iou, score_thr=cfg.test.score_thr,
+                        max_per_image=cfg.test.max_per_image, meta=meta)
+
+    # 6. evaluation on the validation split
+    report: dict[str, Any] = {"classes": classes, "train_images": len(train_recs), "val_images": len(val_recs),
+                              "feature_mode": cfg.features.mode, "feature_dim": extractor.dim,
+                              "svm": svm_stats}
+    if val_items:
+        t = time.time()
+        full = evaluate(detector, val_items, classes, cfg.train.metric, regression=True)
+        report["val"] = _summary(full)
+        if regressor is not None:
+            report["val_no_bbox_reg"] = _summary(evaluate(detector, val_items, classes, cfg.train.metric, False))
+        if softmax is not None:
+            report["val_softmax"] = _summary(evaluate_softmax(detector, softmax, val_items, classes,
+                                                              cfg.train.metric, extractor))
+        plot_pr_curves(full, out / "pr_curves.png")
+        timings["evaluation"] = time.time() - t
+        detector.meta["metrics"] = {k: report[k] for k in ("val", "val_no_bbox_reg", "val_softmax") if k in report}
+        log.info("val %s mAP %.4f %s", cfg.train.metric, full["mAP"], report["val"]["AP"])
+    report["seconds"] = {k: round(v, 1) for k, v in timings.items()}
+    detector.save(out / "detector.pt")
+    atomic_write_json(out / "report.json", report)
+    return detector, report
+
+
+def evaluate_softmax(detector: Detector, softmax: dict[str, Tensor], items: Sequence[ImageFeatures],
+                     classes: Sequence[str], metric: str, extractor: FeatureExtractor) -> dict[str, Any]:
+    """Ablation: the fine-tuned softmax head's class probabilities instead of the SVM scores (no box regression)."""
+    weight, bias = softmax["weight"].float(), softmax["bias"].float()
+    saved = (detector.svms, detector.regressor, detector.score_thr)
+    # softmax(W f + b) over C + 1 classes; the score of class c is its probability (column 0 is background)
+    preds = []
+    try:
+        detector.regressor, detector.score_thr = None, 0.0
+        for it in items:
+            probs = torch.softmax(it.features.float() @ weight.T + bias, dim=1)[:, 1:]
+            boxes = torch.from_numpy(it.boxes)[:, None, :].expand(-1, len(classes), 4)
+            det = detector.postprocess(boxes, probs, (it.record.height, it.record.width))
+            preds.append({"boxes": det.boxes, "scores": det.scores, "labels": det.labels})
+    finally:
+        detector.svms, detector.regressor, detector.score_thr = saved
+    return eval_detections(preds, [it.record for it in items], list(classes), iou_thr=0.5, metric=metric)

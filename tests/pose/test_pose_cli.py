@@ -1,0 +1,140 @@
+"""Model file round trip (weights_only), PoseEstimator, the `pose` CLI and a tiny staged `pose-train` run."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from pose_helpers import synthetic_pose, tiny_config
+
+from cvcore.datasets import LSP_FLIP_PAIRS, LSP_JOINTS, LSP_SKELETON, read_poses, write_detections
+from pose import PoseEstimator
+from pose.cli import pose_main, train_main
+from pose.estimator import build_pose_model, load_model_file, save_model_file
+
+
+def _save_tiny_model(tmp_path, half=True, stage="joint"):
+    torch.manual_seed(0)
+    cfg = tiny_config(tmp_path, tmp_path)
+    model = build_pose_model(cfg, 14, LSP_SKELETON, LSP_FLIP_PAIRS, stage=stage)
+    with torch.no_grad():  # non-trivial batch-norm statistics, so a lost buffer would show
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 2.0)
+    path = save_model_file(tmp_path / "model.pt", model, cfg, LSP_JOINTS, LSP_SKELETON, metrics={"PCK@0.2": 1.0},
+                           half=half)
+    return path, model.eval()
+
+
+def _images(n=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return [synthetic_pose(rng)[0] for _ in range(n)]
+
+
+@pytest.mark.parametrize("half", [False, True])
+def test_save_load_round_trip_weights_only(tmp_path, half):
+    path, model = _save_tiny_model(tmp_path, half=half)
+    raw = torch.load(path, weights_only=True)
+    assert raw["joint_names"] == list(LSP_JOINTS) and raw["stage"] == "joint"
+    loaded, _, _ = load_model_file(path)
+    x = torch.from_numpy(np.stack(_images())).permute(0, 3, 1, 2)
+    x = torch.nn.functional.interpolate(x.float(), size=(32, 32)).to(torch.uint8)
+    a, b = model.predict(x)["heatmaps"], loaded.predict(x)["heatmaps"]
+    if half:
+        ref = build_pose_model(loaded_cfg := load_model_file(path)[1], 14, LSP_SKELETON, LSP_FLIP_PAIRS, "joint")
+        ref.load_state_dict({k: v.half().float() if v.is_floating_point() else v for k, v in model.state_dict().items()})
+        assert torch.equal(ref.eval().predict(x)["heatmaps"], b)  # identical to the fp16-rounded weights
+        assert loaded_cfg.data.input_size == (32, 32)
+    else:
+        assert torch.equal(a, b)
+
+
+def test_estimator_predicts_in_original_pixels(tmp_path):
+    path, _ = _save_tiny_model(tmp_path)
+    est = PoseEstimator.load(path, device="cpu")
+    image = _images(1)[0]
+    whole = est.predict(image)
+    assert whole.shape == (14, 3) and whole.dtype == np.float32
+    # joints live inside the letterboxed image extent
+    h, w = image.shape[:2]
+    assert (whole[:, 0] >= -0.5 - 1e-3).all() and (whole[:, 0] <= w - 0.5 + 1e-3).all()
+    boxed = est.predict(image, box=[20, 10, 60, 70])
+    assert np.isfinite(boxed).all() and not np.allclose(boxed, whole)
+    batch = est.predict_batch([image, image], [None, [20, 10, 60, 70]])
+    assert np.allclose(batch[0], whole, atol=1e-4) and np.allclose(batch[1], boxed, atol=1e-4)
+    with pytest.raises(FileNotFoundError, match="no such model"):
+        PoseEstimator.load(tmp_path / "nope.pt")
+
+
+def test_pose_cli_writes_valid_json_and_skips_unreadable(tmp_path, capsys):
+    from PIL import Image
+
+    path, _ = _save_tiny_model(tmp_path)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i, img in enumerate(_images(3)):
+        Image.fromarray(img).save(folder / f"p{i}.jpg")
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    out = tmp_path / "out"
+    code = pose_main([str(folder), "--model", str(path), "--out", str(out), "--vis", "--json", "--quiet",
+                      "--device", "cpu"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["images"] == 3 and [s["file"] for s in summary["skipped"]] == ["broken.jpg"]
+    names, images = read_poses(out / "poses.json")
+    assert names == list(LSP_JOINTS) and list(images) == ["p0.jpg", "p1.jpg", "p2.jpg"]
+    assert images["p1.jpg"].people[0].joints.shape == (14, 2)
+    assert sorted(p.name for p in (out / "vis").iterdir()) == ["p0.jpg", "p1.jpg", "p2.jpg"]
+
+
+def test_pose_cli_with_detection_boxes(tmp_path, capsys):
+    from PIL import Image
+
+    path, _ = _save_tiny_model(tmp_path)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i, img in enumerate(_images(2)):
+        Image.fromarray(img).save(folder / f"p{i}.png")
+    dets = tmp_path / "dets.json"
+    write_detections(dets, ["person"], [
+        {"file": "p0.png", "width": 88, "height": 72, "detections": [
+            {"label": "person", "score": 0.9, "box": [10, 5, 50, 70]},
+            {"label": "person", "score": 0.8, "box": [40, 5, 80, 70]}]},
+        {"file": "p1.png", "width": 88, "height": 72, "detections": []}])
+    assert pose_main([str(folder), "--model", str(path), "--out", str(tmp_path / "o"), "--boxes", str(dets),
+                      "--quiet", "--device", "cpu"]) == 0
+    _, images = read_poses(tmp_path / "o" / "poses.json")
+    assert len(images["p0.png"].people) == 2 and len(images["p1.png"].people) == 0
+    assert np.allclose(images["p0.png"].people[1].box, [40, 5, 80, 70])
+
+
+def test_pose_cli_errors_are_one_line(tmp_path, capsys):
+    assert pose_main([str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a folder" in err[0]
+
+
+def test_pose_train_stages_resume_and_write_model(lspet_root, tmp_path, capsys):
+    overrides = [f"{k}={json.dumps(v)}" for k, v in {
+        "data.root": str(lspet_root), "data.train_range": [1, 8], "data.val_range": [9, 12],
+        "data.input_size": [32, 32], "data.margin": 1.4, "data.min_crop": 16.0, "data.min_visible": 4,
+        "data.context": 1.25, "data.cache_dir": str(tmp_path / "cache"), "train.out_dir": str(tmp_path / "run"),
+        "train.batch_size": 4, "train.checkpoint_every": 1, "train.eval_limit": 4, "train.device": "cpu",
+        "model.part_detector.channels": [4, 8, 8], "model.part_detector.kernel_size": 3,
+        "model.part_detector.head_kernel": 3, "model.part_detector.head_channels": [8, 8],
+        "model.spatial_model.kernel_size": 9,
+    }.items()]
+    args = ["--config", "/dev/null", "--quiet", "--json", *overrides]
+    assert train_main([*args, "--stages", "part_detector"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert list(first) == ["part_detector"] and 0 <= first["part_detector"]["PCK@0.2"] <= 100
+    assert train_main(args) == 0  # part detector is done and skipped; the two other stages run
+    results = json.loads(capsys.readouterr().out)
+    assert list(results) == ["part_detector", "spatial_model", "joint"]
+    assert results["part_detector"] == first["part_detector"]
+    run = tmp_path / "run"
+    for stage in ("part_detector", "spatial_model", "joint"):
+        assert (run / stage / "done.json").is_file() and (run / stage / "log.jsonl").is_file()
+    est = PoseEstimator.load(run / "model.pt", device="cpu")
+    assert est.model.stage == "joint" and (run / "config.yaml").is_file() and (run / "pck.md").is_file()

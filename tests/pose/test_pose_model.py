@@ -1,0 +1,138 @@
+"""Part detector, combined model, staged training semantics, missing joints."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from pose_helpers import tiny_config
+
+from cvcore.datasets import LSP_FLIP_PAIRS, LSP_SKELETON
+from pose.estimator import build_pose_model
+from pose.part_detector import PartDetector, load_mobilenet_v2_first_conv
+
+
+@pytest.mark.parametrize("banks,merge", [(1, "sum"), (2, "sum"), (3, "sum"), (2, "concat")])
+def test_part_detector_shapes(banks, merge):
+    net = PartDetector(14, stride=4, banks=banks, channels=(4, 4, 4), kernel_size=3, merge=merge,
+                       head_kernel=3, head_channels=(8,))
+    x = torch.randint(0, 255, (2, 3, 32, 48), dtype=torch.uint8)
+    assert net(x).shape == (2, 14, 8, 12)
+    assert len(net.banks) == banks
+
+
+def test_part_detector_stride_8():
+    net = PartDetector(3, stride=8, banks=2, channels=(4, 4, 4), kernel_size=3, head_kernel=3, head_channels=(4,))
+    assert net(torch.rand(1, 3, 64, 32)).shape == (1, 3, 8, 4)
+
+
+def test_mobilenet_v2_first_conv_matches_torchvision():
+    """Folded batch norm: our conv (3x3 filters centred in 5x5) == torchvision's conv + BN at stride 1."""
+    import torchvision
+
+    from pose.part_detector import mobilenet_v2_weights_path
+
+    ref = torchvision.models.mobilenet_v2()
+    ref.load_state_dict(torch.load(mobilenet_v2_weights_path(), weights_only=True))
+    ref.eval()
+    conv = torch.nn.Conv2d(3, 16, 5, padding=2, bias=True)
+    load_mobilenet_v2_first_conv(conv)
+    x = torch.randn(1, 3, 20, 20, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = ref.features[0][1](F.conv2d(x, ref.features[0][0].weight, padding=1))[:, :16]
+        assert torch.allclose(conv(x), expected, atol=1e-4)
+
+
+def _batch(n=4, size=32, seed=0, k=14):
+    g = torch.Generator().manual_seed(seed)
+    return {"image": torch.randint(0, 255, (n, 3, size, size), dtype=torch.uint8, generator=g),
+            "joints": torch.rand(n, k, 2, generator=g) * (size - 4) + 2,
+            "visible": torch.rand(n, k, generator=g) > 0.2}
+
+
+def _model(tmp_path, stage="part_detector"):
+    torch.manual_seed(0)
+    cfg = tiny_config(tmp_path, tmp_path)
+    return build_pose_model(cfg, 14, LSP_SKELETON, LSP_FLIP_PAIRS, stage=stage)
+
+
+def test_train_mode_returns_losses_per_stage(tmp_path):
+    model = _model(tmp_path).train()
+    batch = _batch()
+    assert set(model(batch)) == {"part_detector"}
+    model.set_stage("spatial_model")
+    assert set(model(batch)) == {"spatial_model"}
+    model.set_stage("joint")
+    assert set(model(batch)) == {"part_detector", "spatial_model"}
+
+
+def test_eval_mode_returns_heatmaps_and_joints(tmp_path):
+    model = _model(tmp_path, "joint").eval()
+    out = model(_batch(n=3))
+    assert out["heatmaps"].shape == (3, 14, 8, 8) and out["joints"].shape == (3, 14, 2)
+    assert out["scores"].shape == (3, 14)
+
+
+def test_overfits_one_small_batch(tmp_path):
+    model = _model(tmp_path).train()
+    batch = _batch(n=2, seed=1)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(60):
+        opt.zero_grad()
+        loss = sum(model(batch).values())
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses[::10]
+
+
+@pytest.mark.parametrize("stage", ["part_detector", "joint"])
+def test_missing_joints_carry_no_loss_and_no_gradient(tmp_path, stage):
+    model = _model(tmp_path, stage).train()
+    outputs = []
+
+    def keep(module, inputs, output):
+        if output.requires_grad:
+            output.retain_grad()
+            outputs.append(output)
+
+    # the heatmaps that the loss sees: part detector's (stage 1) or the spatial model's (joint; there the part
+    # detector's map of a missing joint still feeds the other joints through the pairwise kernels, as it should)
+    (model.part_detector if stage == "part_detector" else model.spatial_model).register_forward_hook(keep)
+    batch = _batch(n=3, seed=2)
+    batch["visible"][:] = True
+    batch["visible"][1, 4] = False
+    batch["visible"][2, 0] = False
+    loss = sum(model(batch).values())
+    loss.backward()
+    grad = outputs[0].grad
+    assert grad[1, 4].abs().max() == 0 and grad[2, 0].abs().max() == 0
+    assert grad[0, 4].abs().max() > 0
+    # the junk coordinates of a missing joint do not matter
+    moved = {k: v.clone() for k, v in batch.items()}
+    moved["joints"][1, 4] = torch.tensor([-50.0, 900.0])
+    with torch.no_grad():
+        a = {k: v.item() for k, v in model(batch).items()}
+        b = {k: v.item() for k, v in model(moved).items()}
+    assert a == pytest.approx(b, rel=1e-6)
+
+
+def test_spatial_stage_freezes_part_detector(tmp_path):
+    model = _model(tmp_path, "spatial_model")
+    model.train()
+    assert not model.part_detector.training  # batch-norm statistics frozen too
+    bn = next(m for m in model.part_detector.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    before = bn.running_mean.clone()
+    loss = sum(model(_batch()).values())
+    loss.backward()
+    assert all(p.grad is None for p in model.part_detector.parameters())
+    assert all(p.grad is not None for p in model.spatial_model.parameters())
+    assert torch.equal(bn.running_mean, before)
+
+
+def test_unknown_stage_and_missing_spatial_model(tmp_path):
+    model = _model(tmp_path)
+    with pytest.raises(ValueError, match="unknown stage"):
+        model.set_stage("everything")
+    model.spatial_model = None
+    with pytest.raises(ValueError, match="needs a spatial model"):
+        model.set_stage("joint")

@@ -1,5 +1,6 @@
 # Two commands do everything on a fresh machine (see README):
 #   make demo   - create .venv, install, run both pipelines on built-in images, write a report
+#                 (DATA=/path/with/bccd,raccoon,lspet or DATA=none; default: ../shared/data when present)
 #   make test   - create .venv, install, run the test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -7,6 +8,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 ARCH := $(shell uname -m)
 OUT ?= demo_out
+DATA ?= auto
 
 # torch==2.14.1 / torchvision==0.29.1 are the pinned pair for x86_64 Linux (they install from this platform's disk
 # cache); elsewhere pip picks a matching pair (override with TORCH_SPEC="torch==X torchvision==Y").
@@ -34,7 +36,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 setup: $(VENV)/.installed
 
 demo: setup
-	$(PY) tools/demo.py --out $(OUT)
+	$(PY) tools/demo.py --out $(OUT) --data $(DATA)
 
 test: setup
 	$(PY) -m pytest -q

@@ -112,8 +112,8 @@ class Trainer:
         amp: mixed precision (autocast, plus a GradScaler for float16) on CUDA; ignored on CPU.
         log_every: steps between log lines and progress-bar updates (``log.jsonl``: step, epoch, losses, loss,
             lr used by the step, images_per_s over the interval, time in seconds since this ``train()`` call began).
-        eval_fn: ``eval_fn(model) -> dict[str, float]``, called in eval mode under ``torch.no_grad()`` every
-            ``eval_every`` steps and after the last step; metrics go to ``log.jsonl`` (``"eval"`` lines).
+        eval_fn: ``eval_fn(model) -> dict[str, float]`` (the bare model, not its DDP wrapper), called in eval mode
+            under ``torch.no_grad()`` every ``eval_every`` steps and after the last step; metrics go to ``log.jsonl`` (``"eval"`` lines).
         best_metric, best_mode: the metric and direction (``"max"`` / ``"min"``) that select ``best.pt``.
         early_stop_patience: stop after this many evaluations in a row without improvement of ``best_metric``.
         checkpoint_every: steps between ``last.pt`` checkpoints (always written after the last step as well).
@@ -342,7 +342,7 @@ class Trainer:
         self.model.eval()
         try:
             with torch.no_grad():
-                metrics = _plain_metrics(self.eval_fn(self.model))
+                metrics = _plain_metrics(self.eval_fn(unwrap_model(self.model)))
         finally:
             self.model.train()
         self.last_metrics = metrics

@@ -158,10 +158,18 @@ def _person_joints(person: Any, num_joints: int, path: str, file: str) -> np.nda
 # ------------------------------------------------------------------------------------------------------ eval-map
 
 
+MAP_EXAMPLES = """examples:
+  eval-map --pred out/detections.json --gt ../shared/data/bccd/ImageSets/Main/val.txt
+  eval-map --pred out/detections.json --gt data/voc/VOCdevkit/VOC2007 --metric voc07 --plot-dir out/plots
+  eval-map --pred out/detections.json --gt instances_val2017.json --metric voc12 --json
+"""
+
+
 def _build_map_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="eval-map",
         description="PASCAL VOC mAP of a detections file (cvcore JSON) against ground truth (VOC XML or COCO JSON).",
+        epilog=MAP_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--pred", required=True, help="detections JSON file (see README, 'Prediction files')")
     parser.add_argument("--gt", required=True, help="ground-truth annotations: VOC folder, VOC XML folder or COCO JSON")
@@ -253,10 +261,18 @@ def _pct(x: float | None) -> str:
 # ------------------------------------------------------------------------------------------------------ eval-pck
 
 
+PCK_EXAMPLES = """examples:
+  eval-pck --pred out/poses.json --gt ../shared/data/lspet --format lspet --subset val.txt
+  eval-pck --pred out/poses.json --gt data/lsp/lsp --alpha 0.1 --norm torso --plot-dir out/plots
+  eval-pck --pred out/poses.json --gt data/mpii/annotations/mpii_val.json --norm head --json   # PCKh@0.5
+"""
+
+
 def _build_pck_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="eval-pck",
         description="PCK of a poses file (cvcore JSON) against ground truth (LSP, LSPET, FLIC, MPII or COCO).",
+        epilog=PCK_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--pred", required=True, help="poses JSON file (see README, 'Prediction files')")
     parser.add_argument("--gt", required=True, help="ground-truth annotations (folder or file of the chosen format)")

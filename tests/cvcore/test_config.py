@@ -90,3 +90,17 @@ def test_save_round_trip(tmp_path):
     path = save_config(cfg, tmp_path / "out" / "config.yaml")
     assert yaml.safe_load(path.read_text()) == config_to_dict(cfg)
     assert load_config(Cfg, path) == cfg
+
+
+@dataclass
+class Sized:
+    size: tuple[int, float] = (4, 0.5)
+
+
+def test_fixed_length_tuple_coerces_each_item_to_its_type():
+    cfg = load_config(Sized, None, ["size=[8, 3]"])
+    assert cfg.size == (8, 3.0) and isinstance(cfg.size[1], float)
+    with pytest.raises(ConfigError, match=r"size\[0\]"):
+        load_config(Sized, None, ["size=[1.5, 3]"])
+    with pytest.raises(ConfigError, match="2 items"):
+        load_config(Sized, None, ["size=[1, 2, 3]"])

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from cvcore.datasets import voc_xml
+
 # Tests share 2 cores with whatever else runs; keep torch from oversubscribing them.
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
@@ -56,13 +58,8 @@ def write_voc_folder(root: Path, n_images=6, seed=0, classes=("red", "blue"), si
         name = f"img_{i:03d}"
         img, boxes, labels = make_rect_image(rng, size_hw, classes=classes)
         Image.fromarray(img).save(root / "JPEGImages" / f"{name}.jpg", quality=95)
-        objs = "".join(
-            f"<object><name>{lab}</name><difficult>0</difficult><bndbox><xmin>{int(b[0]) + 1}</xmin>"
-            f"<ymin>{int(b[1]) + 1}</ymin><xmax>{int(b[2])}</xmax><ymax>{int(b[3])}</ymax></bndbox></object>"
-            for b, lab in zip(boxes, labels))
         (root / "Annotations" / f"{name}.xml").write_text(
-            f"<annotation><filename>{name}.jpg</filename><size><width>{size_hw[1]}</width>"
-            f"<height>{size_hw[0]}</height><depth>3</depth></size>{objs}</annotation>")
+            voc_xml(f"{name}.jpg", size_hw[1], size_hw[0], np.floor(np.asarray(boxes, np.float64)), labels))
         names.append(name)
     if with_imagesets:
         (root / "ImageSets" / "Main").mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,7 @@ import numpy as np
 
 from .records import DatasetError, DetectionDataset, DetectionRecord, check_on_error, sanitize_boxes, warn
 
-__all__ = ["read_voc", "read_voc_xml", "find_voc_layout", "VOC_CLASSES"]
+__all__ = ["read_voc", "read_voc_xml", "voc_xml", "find_voc_layout", "VOC_CLASSES"]
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
@@ -161,6 +161,32 @@ def read_voc_xml(
         labels=[lab for lab, k in zip(labels, keep) if k], difficult=np.asarray(difficult, dtype=bool)[keep],
         file=image_path.relative_to(images_dir).as_posix(),
     )
+
+
+def voc_xml(filename: str, width: int, height: int, boxes: np.ndarray | Sequence[Sequence[float]],
+            labels: Sequence[str], difficult: Sequence[bool] | None = None) -> str:
+    """The VOC XML text of one image: the inverse of :func:`read_voc_xml` (``xmin = x1 + 1``, ``xmax = x2``).
+
+    Coordinates are rounded to whole pixels (VOC files hold integers), so boxes on integer coordinates round-trip
+    exactly. Useful for writing other formats (COCO, synthetic data) as VOC folders for ``rcnn-train``.
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    if len(boxes) != len(labels):
+        raise ValueError(f"{filename}: {len(boxes)} boxes but {len(labels)} labels")
+    flags = list(difficult) if difficult is not None else [False] * len(labels)
+    root = ET.Element("annotation")
+    ET.SubElement(root, "filename").text = filename
+    size = ET.SubElement(root, "size")
+    for tag, value in (("width", width), ("height", height), ("depth", 3)):
+        ET.SubElement(size, tag).text = str(int(value))
+    for (x1, y1, x2, y2), label, flag in zip(boxes, labels, flags):
+        obj = ET.SubElement(root, "object")
+        ET.SubElement(obj, "name").text = label
+        ET.SubElement(obj, "difficult").text = "1" if flag else "0"
+        bndbox = ET.SubElement(obj, "bndbox")
+        for tag, value in (("xmin", x1 + 1), ("ymin", y1 + 1), ("xmax", x2), ("ymax", y2)):
+            ET.SubElement(bndbox, tag).text = str(int(round(value)))
+    return ET.tostring(root, encoding="unicode")
 
 
 def _split_ids(root: Path, split: str) -> list[str]:

@@ -555,3 +555,20 @@ def test_download_checks_md5_and_extract_refuses_escaping_members(tmp_path):
     with tarfile.open(tgz, "w:gz") as t:
         t.add(src, arcname="inner/src.zip")
     assert (extract(tgz, tmp_path / "out3") / "inner" / "src.zip").is_file()
+
+
+def test_voc_xml_round_trips_through_the_reader(tmp_path):
+    from cvcore.datasets import voc_xml
+    from cvcore.datasets.voc import read_voc_xml
+
+    (tmp_path / "img").mkdir()
+    Image.new("RGB", (64, 48)).save(tmp_path / "img" / "a.jpg")
+    boxes = np.array([[0, 0, 64, 48], [10, 5, 20, 30]], np.float32)  # whole image (VOC 1 1 64 48) and a small box
+    (tmp_path / "a.xml").write_text(voc_xml("a.jpg", 64, 48, boxes, ["cat", "dog"], difficult=[False, True]))
+    rec = read_voc_xml(tmp_path / "a.xml", tmp_path / "img")
+    np.testing.assert_array_equal(rec.boxes, boxes)
+    assert rec.labels == ["cat", "dog"] and rec.difficult.tolist() == [False, True]
+    assert (rec.width, rec.height) == (64, 48)
+    assert "<xmin>1</xmin>" in (tmp_path / "a.xml").read_text()  # VOC's 1-based inclusive pixels
+    with pytest.raises(ValueError, match="2 boxes but 1 labels"):
+        voc_xml("a.jpg", 64, 48, boxes, ["cat"])

@@ -6,8 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cvcore.io import (ImageReadError, atomic_torch_save, atomic_write_json, list_images, load_image,
-                       safe_torch_load)
+from cvcore.io import ImageReadError, atomic_torch_save, atomic_write_json, list_images, load_image, safe_torch_load
 
 
 def _save(img: Image.Image, path, **kw):

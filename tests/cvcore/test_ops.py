@@ -2,8 +2,16 @@ import numpy as np
 import pytest
 import torch
 
-from cvcore.ops import (box_convert, box_iou, clip_boxes, decode_heatmaps, heatmap_to_input, input_to_heatmap, nms,
-                        render_gaussian_heatmaps)
+from cvcore.ops import (
+    box_convert,
+    box_iou,
+    clip_boxes,
+    decode_heatmaps,
+    heatmap_to_input,
+    input_to_heatmap,
+    nms,
+    render_gaussian_heatmaps,
+)
 
 
 def _iou_ref(a, b):

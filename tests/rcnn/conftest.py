@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cvcore.datasets import voc_xml
+
 COLOURS = {"red": (220, 40, 40), "blue": (40, 60, 220)}
 
 
@@ -41,13 +43,8 @@ def write_rect_voc(root: Path, n_train=10, n_val=5, seed=0, size_hw=(96, 128)) -
         name = f"rect_{i:03d}"
         img, boxes, labels = rect_image(rng, size_hw)
         cv2.imwrite(str(root / "JPEGImages" / f"{name}.jpg"), img[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
-        objs = "".join(
-            f"<object><name>{lab}</name><difficult>0</difficult><bndbox><xmin>{int(b[0]) + 1}</xmin>"
-            f"<ymin>{int(b[1]) + 1}</ymin><xmax>{int(b[2])}</xmax><ymax>{int(b[3])}</ymax></bndbox></object>"
-            for b, lab in zip(boxes, labels))
         (root / "Annotations" / f"{name}.xml").write_text(
-            f"<annotation><filename>{name}.jpg</filename><size><width>{size_hw[1]}</width>"
-            f"<height>{size_hw[0]}</height><depth>3</depth></size>{objs}</annotation>")
+            voc_xml(f"{name}.jpg", size_hw[1], size_hw[0], np.floor(np.asarray(boxes, np.float64)), labels))
         names.append(name)
     (root / "ImageSets/Main/train.txt").write_text("\n".join(names[:n_train]) + "\n")
     (root / "ImageSets/Main/val.txt").write_text("\n".join(names[n_train:]) + "\n")

@@ -37,18 +37,22 @@ def _detect(argv: Sequence[str] | None) -> int:
     parser.add_argument("--model", default="bccd", help="detector file or shipped name (default: bccd)")
     parser.add_argument("--out", required=True, help="output folder (detections.json, vis/)")
     parser.add_argument("--vis", action="store_true", help="also write the images with boxes, labels and scores")
-    parser.add_argument("--vis-thr", type=float, default=0.0, help="score threshold for drawn boxes (default 0)")
+    parser.add_argument("--vis-thr", type=float, default=None, help="score threshold for drawn boxes (default: the "
+                        "detector's vis_thr when it stores one, else 0)")
     parser.add_argument("--score-thr", type=float, default=None, help="keep detections scoring at least this "
                         "(SVM margin; default: the model's)")
     parser.add_argument("--max-per-image", type=int, default=None, help="keep at most this many per image")
     parser.add_argument("--recursive", action="store_true", help="also look in subfolders")
+    parser.add_argument("--coco", nargs="?", const="", default=None, metavar="GT_JSON",
+                        help="also write OUT/detections_coco.json in the COCO results format (image and category "
+                        "ids from GT_JSON when given, else numbered in file / class order)")
     add_common_args(parser)
     args = parser.parse_args(argv)
     setup_logging(args.quiet, args.debug)
 
     import numpy as np
 
-    from cvcore.datasets import ImageDetections, write_detections
+    from cvcore.datasets import ImageDetections, write_coco_results, write_detections
     from cvcore.device import resolve_device
     from cvcore.io import ImageReadError, list_images, load_image
     from rcnn.detector import Detector
@@ -67,6 +71,7 @@ def _detect(argv: Sequence[str] | None) -> int:
         detector.score_thr = args.score_thr
     if args.max_per_image is not None:
         detector.max_per_image = args.max_per_image
+    vis_thr = args.vis_thr if args.vis_thr is not None else float(detector.meta.get("vis_thr", 0.0))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -95,11 +100,13 @@ def _detect(argv: Sequence[str] | None) -> int:
         if args.vis:
             from cvcore.visualize import draw_boxes, save_image
 
-            keep = det.scores >= args.vis_thr
+            keep = det.scores >= vis_thr
             drawn = draw_boxes(image, det.boxes[keep], [det.labels[i] for i in np.nonzero(keep)[0]],
                                det.scores[keep])
             save_image(out / "vis" / Path(rel).with_suffix(".jpg"), drawn)
     json_path = write_detections(out / "detections.json", detector.class_names, results)
+    if args.coco is not None:
+        write_coco_results(out / "detections_coco.json", results, detector.class_names, args.coco or None)
     seconds = time.time() - t0
     summary = {"detections": str(json_path), "images": len(results), "skipped": skipped,
                "boxes": int(sum(len(r.boxes) for r in results)),

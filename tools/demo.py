@@ -58,20 +58,11 @@ def write_photos(folder: Path, quick: bool) -> Path:
     return folder
 
 
-def voc_xml(filename: str, width: int, height: int, boxes: np.ndarray, labels: Sequence[str]) -> str:
-    """A PASCAL VOC annotation (1-based inclusive pixel corners: xmin = x1 + 1, xmax = x2, as cvcore reads them)."""
-    objects = "".join(
-        f"<object><name>{label}</name><difficult>0</difficult><bndbox><xmin>{x1 + 1:.1f}</xmin>"
-        f"<ymin>{y1 + 1:.1f}</ymin><xmax>{x2:.1f}</xmax><ymax>{y2:.1f}</ymax></bndbox></object>"
-        for (x1, y1, x2, y2), label in zip(np.asarray(boxes, float).reshape(-1, 4), labels))
-    return (f"<annotation><filename>{filename}</filename><size><width>{width}</width><height>{height}</height>"
-            f"<depth>3</depth></size>{objects}</annotation>\n")
-
-
 def write_smears(root: Path, n: int, seed: int = 0, size_hw: tuple[int, int] = (480, 640),
                  rename: dict[str, str] | None = None) -> Path:
     """``n`` generated blood smears (``cvcore.synthetic.blood_smear``, BCCD's 640 x 480 by default) as a VOC folder
     (JPEGImages/, Annotations/). ``rename`` maps class names (a name mapped to "" is left out of the annotations)."""
+    from cvcore.datasets import voc_xml
     from cvcore.io import atomic_write_text
     from cvcore.synthetic import blood_smear
     from cvcore.visualize import save_image

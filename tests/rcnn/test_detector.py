@@ -43,7 +43,7 @@ def test_train_reaches_high_ap_and_writes_outputs(trained):
 
 def test_save_load_round_trip_is_identical(trained, rect_voc, tmp_path):
     raw = torch.load(trained / "detector.pt", weights_only=True)
-    assert raw["format_version"] == 1 and raw["class_names"] == ["red", "blue"]
+    assert raw["format_version"] == 2 and raw["class_names"] == ["red", "blue"]
     assert "state_dict" not in raw["backbone"]  # not fine-tuned: weights by reference only
     det = Detector.load(trained / "detector.pt")
     det.save(tmp_path / "copy.pt")
@@ -64,7 +64,7 @@ def test_detect_cli_writes_readable_json_and_skips_bad_files(trained, rect_voc, 
     (images / "broken.jpg").write_bytes(b"this is not a JPEG")
     out = tmp_path / "out"
     code = detect_main([str(images), "--model", str(trained / "detector.pt"), "--out", str(out), "--vis",
-                        "--quiet", "--json", "--max-per-image", "5"])
+                        "--quiet", "--json", "--max-per-image", "5", "--coco"])
     assert code == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["images"] == 2 and summary["skipped"] == ["broken.jpg"]
@@ -72,6 +72,12 @@ def test_detect_cli_writes_readable_json_and_skips_bad_files(trained, rect_voc, 
     assert classes == ["red", "blue"] and len(dets) == 2
     assert all(len(d.boxes) <= 5 for d in dets.values())
     assert len(list((out / "vis").glob("*.jpg"))) == 2
+    coco = json.loads((out / "detections_coco.json").read_text())  # [x, y, w, h], ids numbered from 1
+    first = next(iter(dets.values()))
+    assert len(coco) == sum(len(d.boxes) for d in dets.values()) and {r["category_id"] for r in coco} <= {1, 2}
+    row = next(r for r in coco if r["image_id"] == 1)
+    x1, y1, x2, y2 = first.boxes[0]
+    assert row["bbox"] == pytest.approx([x1, y1, x2 - x1, y2 - y1], abs=1e-3)
 
 
 def test_detect_cli_errors_are_one_line(tmp_path, capsys):

@@ -175,7 +175,7 @@ def train_run(argv: Sequence[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.part_detector.epochs=2")
     p.add_argument("--stages", default="part_detector,spatial_model,joint", help="comma-separated stages to run")
     add_common_args(p)
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)  # overrides may follow options
     setup_logging(args.quiet, args.debug)
     from cvcore.config import load_config
     from pose.config import PoseConfig

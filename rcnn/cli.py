@@ -25,8 +25,10 @@ TRAIN_EXAMPLES = """examples:
   rcnn-train --config configs/rcnn/bccd.yaml
   rcnn-train --config configs/rcnn/raccoon.yaml data.root=/data/raccoon train.out_dir=runs/raccoon
   rcnn-train --config configs/rcnn/bccd-fast.yaml svm.backend=torch --device cuda
+  rcnn-train --config configs/rcnn/voc07_alexnet.yaml --shard 2/8   # machine 2 of 8: its images' proposals+features
 Stages (each resumable; re-run the same command after an interruption): proposals, fine-tuning (optional),
-features, SVMs with hard-negative mining, box regression, evaluation on the validation split."""
+features, SVMs with hard-negative mining, box regression, evaluation on the validation split. With --shard i/n
+(machines sharing train.cache_dir) or --stop-after, only the per-image stages run (see rcnn/shard.py)."""
 
 
 def _detect(argv: Sequence[str] | None) -> int:
@@ -126,8 +128,12 @@ def _train(argv: Sequence[str] | None) -> int:
                                      epilog=TRAIN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="YAML config (configs/rcnn/*.yaml)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. features.mode=shared svm.C=0.01")
+    parser.add_argument("--shard", default=None, metavar="I/N", help="only the per-image stages (proposals, "
+                        "features) for share I of N of the images, 0-based")
+    parser.add_argument("--stop-after", choices=("proposals", "finetune", "features"), default=None,
+                        help="stop after this stage")
     add_common_args(parser)
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides may follow options
     setup_logging(args.quiet, args.debug)
 
     from cvcore.config import load_config
@@ -138,6 +144,17 @@ def _train(argv: Sequence[str] | None) -> int:
     if args.device != "auto":
         overrides.append(f"train.device={args.device}")
     cfg = load_config(RCNNConfig, args.config, overrides)
+    if args.shard or args.stop_after:
+        from rcnn.shard import run_stages
+
+        result = run_stages(cfg, args.shard, args.stop_after, progress=not args.quiet)
+        if args.json:
+            print(json.dumps(result))
+        elif not args.quiet:
+            print(f"shard {result['shard']}: {result['train_images']} training + {result['val_images']} validation "
+                  f"images; stages run: {', '.join(result['stages'])}"
+                  + (f"; waiting for {result['waiting_for']}" if "waiting_for" in result else ""))
+        return 0
     _, report = train(cfg, progress=not args.quiet)
     summary = {"out_dir": cfg.train.out_dir, **{k: report[k] for k in ("val", "val_no_bbox_reg", "val_softmax",
                                                                         "seconds") if k in report}}

@@ -76,7 +76,7 @@ def write_smears(root: Path, n: int, seed: int = 0, size_hw: tuple[int, int] = (
         name = f"smear_{i:03d}"
         save_image(root / "JPEGImages" / f"{name}.jpg", image)
         atomic_write_text(root / "Annotations" / f"{name}.xml",
-                          voc_xml(f"{name}.jpg", image.shape[1], image.shape[0], boxes, labels))
+                          voc_xml(f"{name}.jpg", image.shape[1], image.shape[0], boxes, labels, decimals=1))
     return root
 
 

@@ -164,11 +164,12 @@ def read_voc_xml(
 
 
 def voc_xml(filename: str, width: int, height: int, boxes: np.ndarray | Sequence[Sequence[float]],
-            labels: Sequence[str], difficult: Sequence[bool] | None = None) -> str:
+            labels: Sequence[str], difficult: Sequence[bool] | None = None, decimals: int = 0) -> str:
     """The VOC XML text of one image: the inverse of :func:`read_voc_xml` (``xmin = x1 + 1``, ``xmax = x2``).
 
     Coordinates are rounded to whole pixels (VOC files hold integers), so boxes on integer coordinates round-trip
-    exactly. Useful for writing other formats (COCO, synthetic data) as VOC folders for ``rcnn-train``.
+    exactly; ``decimals > 0`` keeps that many decimals (the reader accepts them; not every VOC tool does). Useful for
+    writing other formats (COCO, synthetic data) as VOC folders for ``rcnn-train``.
     """
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     if len(boxes) != len(labels):
@@ -185,7 +186,7 @@ def voc_xml(filename: str, width: int, height: int, boxes: np.ndarray | Sequence
         ET.SubElement(obj, "difficult").text = "1" if flag else "0"
         bndbox = ET.SubElement(obj, "bndbox")
         for tag, value in (("xmin", x1 + 1), ("ymin", y1 + 1), ("xmax", x2), ("ymax", y2)):
-            ET.SubElement(bndbox, tag).text = str(int(round(value)))
+            ET.SubElement(bndbox, tag).text = f"{value:.{decimals}f}" if decimals > 0 else str(int(round(value)))
     return ET.tostring(root, encoding="unicode")
 
 

@@ -572,3 +572,6 @@ def test_voc_xml_round_trips_through_the_reader(tmp_path):
     assert "<xmin>1</xmin>" in (tmp_path / "a.xml").read_text()  # VOC's 1-based inclusive pixels
     with pytest.raises(ValueError, match="2 boxes but 1 labels"):
         voc_xml("a.jpg", 64, 48, boxes, ["cat"])
+    fine = np.array([[10.25, 5.5, 20.75, 30.0]], np.float32)
+    (tmp_path / "a.xml").write_text(voc_xml("a.jpg", 64, 48, fine, ["cat"], decimals=2))
+    np.testing.assert_allclose(read_voc_xml(tmp_path / "a.xml", tmp_path / "img").boxes, fine)

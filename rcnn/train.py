@@ -1,7 +1,8 @@
 """Training stages of R-CNN, run in order by :func:`train` (``rcnn-train --config configs/rcnn/<name>.yaml``):
 
 1. proposals: selective search on every image (cached per image by :func:`rcnn.proposals.compute_proposals`);
-2. fine-tuning (optional, :mod:`rcnn.finetune`): backbone + softmax head on warped proposals;
+2. fine-tuning (optional): backbone + softmax head on warped proposals (:mod:`rcnn.finetune`), or in the shared
+   mode on RoIs pooled from whole-image maps (:mod:`rcnn.finetune_shared`, Fast R-CNN);
 3. features: CNN features of ground-truth boxes and proposals (training images) and proposals (validation images),
    cached per image in fp16 (:class:`rcnn.features.FeatureCache`);
 4. SVMs: per-class linear SVMs with hard-negative mining (:mod:`rcnn.svm`);
@@ -43,6 +44,7 @@ from rcnn.bbox_regression import BoxRegressor, fit_box_regressor
 from rcnn.config import RCNNConfig
 from rcnn.detector import Detector, selective_search_proposals
 from rcnn.features import FeatureCache, FeatureExtractor, build_feature_net, feature_scale, state_dict_digest
+from rcnn.shard import finetune_stage, select_records
 from rcnn.svm import LinearSVMs, TrainingImage, hard_negative_mining
 
 log = logging.getLogger("rcnn.train")
@@ -143,7 +145,8 @@ def build_extractor(cfg: RCNNConfig, device: torch.device, state_dict: dict[str,
     f = cfg.features
     if state_dict is not None:  # the detector file stores fp16 weights: extract with exactly those
         state_dict = {k: v.to(torch.float16) if v.is_floating_point() else v for k, v in state_dict.items()}
-    net = build_feature_net(f.backbone, f.layer, f.weights, state_dict)
+    net = build_feature_net(f.backbone, f.layer, f.weights, state_dict, roi_hidden=f.roi_hidden,
+                            pool_size=f.pool_size)
     if state_dict is not None:
         weights_id = "finetuned-" + state_dict_digest(state_dict)
     elif f.weights in ("default", "none"):
@@ -154,7 +157,8 @@ def build_extractor(cfg: RCNNConfig, device: torch.device, state_dict: dict[str,
         net, f.mode, input_size=f.input_size, context_padding=f.context_padding, sampling_ratio=f.sampling_ratio,
         batch_size=f.batch_size, scales=f.scales, max_image_side=f.max_image_side, pool_size=f.pool_size,
         device=device, channels_last=f.channels_last, weights_id=weights_id)
-    spec = {"name": f.backbone, "layer": net.layer, "weights": f.weights, "weights_id": weights_id}
+    spec = {"name": f.backbone, "layer": net.layer, "weights": f.weights, "weights_id": weights_id,
+            "roi_hidden": f.roi_hidden}
     if state_dict is not None:
         spec["state_dict"] = state_dict
     return extractor, spec
@@ -315,11 +319,7 @@ def _train(cfg: RCNNConfig, out: Path, progress: bool) -> tuple[Detector, dict[s
         set_num_threads(cfg.train.num_threads)
     device = resolve_device(cfg.train.device)
     timings: dict[str, float] = {}
-    train_recs, val_recs, classes = load_splits(cfg.data.root, cfg.data.train_split, cfg.data.val_split,
-                                                cfg.data.val_every, cfg.data.classes)
-    train_recs = train_recs[:: max(1, cfg.data.train_every)]
-    if cfg.data.max_images > 0:
-        train_recs, val_recs = train_recs[: cfg.data.max_images], val_recs[: cfg.data.max_images]
+    train_recs, val_recs, classes = select_records(cfg)
     log.info("data: %d training, %d validation images, classes %s", len(train_recs), len(val_recs), classes)
 
     # 1. proposals
@@ -331,10 +331,8 @@ def _train(cfg: RCNNConfig, out: Path, progress: bool) -> tuple[Detector, dict[s
     # 2. fine-tuning (optional)
     state_dict = softmax = None
     if cfg.finetune.enabled:
-        from rcnn.finetune import finetune
-
-        t = time.time()
-        state_dict, softmax = finetune(cfg, train_recs, classes, device, out / "finetune", progress=progress)
+        t = time.time()  # R-CNN: warped windows; shared mode (Fast R-CNN): whole images, RoI pooling
+        state_dict, softmax = finetune_stage(cfg, train_recs, classes, device, out / "finetune", progress=progress)
         timings["finetune"] = time.time() - t
 
     # 3. features

@@ -90,3 +90,69 @@ def test_feature_scale_gives_target_norm():
     feats = torch.randn(100, 16) * 7
     scale = feature_scale(feats, 20.0)
     assert abs(float((feats * scale).norm(dim=1).mean()) - 20.0) < 1e-3
+
+
+def test_roi_pool_equals_bin_averages_computed_by_hand():
+    # stride 16: cell u is centred at input x = 16 * (u + 0.5). The box [32, 48, 96, 112] spans cells 2-5 in x and
+    # 3-6 in y exactly, so each of the 2 x 2 bins is the plain average of a 2 x 2 block of cells.
+    torch.manual_seed(0)
+    fmap = torch.randn(1, 5, 10, 10)
+    from rcnn.features import roi_pool
+
+    pooled = roi_pool(fmap, torch.tensor([[0.0, 32, 48, 96, 112]]), grid=2, stride=16)
+    ref = torch.stack([torch.stack([fmap[0, :, 3 + 2 * i:5 + 2 * i, 2 + 2 * j:4 + 2 * j].mean((1, 2))
+                                    for j in range(2)], -1) for i in range(2)], -2)
+    torch.testing.assert_close(pooled[0], ref)
+    # a one-cell box gives that cell
+    one = roi_pool(fmap, torch.tensor([[0.0, 64, 16, 80, 32]]), grid=1, stride=16)
+    torch.testing.assert_close(one[0, :, 0, 0], fmap[0, :, 1, 4])
+
+
+def test_stride16_layer_and_fc_roi_head():
+    net = build_feature_net("mobilenet_v2", "block13", weights="none")
+    assert (net.stride, net.channels, net.shared_dim(3)) == (16, 96, 96 * 9)
+    assert net.trunk(torch.zeros(1, 3, 64, 96)).shape == (1, 96, 4, 6)
+    assert net(torch.zeros(2, 3, 64, 64)).shape == (2, 96)  # warp mode: global average of the map
+    fc = build_feature_net("mobilenet_v2", "block13", weights="none", roi_hidden=8, pool_size=3)
+    assert (fc.fixed_roi_size, fc.shared_dim(2), fc(torch.zeros(2, 3, 64, 64)).shape) == (3, 8, (2, 8))
+    with pytest.raises(ValueError, match="roi_hidden"):
+        build_feature_net("alexnet", "fc6", weights="none", roi_hidden=8)
+
+
+def test_shared_mode_fc_head_equals_manual_computation():
+    torch.manual_seed(0)
+    net = build_feature_net("mobilenet_v2", "block13", weights="none", roi_hidden=8, pool_size=3)
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 255, (64, 96, 3), dtype=np.uint8)
+    boxes = np.array([[0, 0, 64, 64], [32, 16, 96, 48], [10, 12, 30, 40]], np.float32)
+    ex = FeatureExtractor(net, "shared", scales=[64], pool_size=2, channels_last=False)  # grid fixed by the head: 3
+    feats = ex(image, boxes)
+    assert feats.shape == (3, 8) and ex.dim == 8
+    with torch.inference_mode():
+        fmap = net.trunk(normalize_image(image)[None])
+        rois = torch.cat([torch.zeros(3, 1), torch.from_numpy(boxes)], 1)
+        pooled = roi_align(fmap, rois, 3, spatial_scale=1 / 16, sampling_ratio=0, aligned=True)
+        ref = torch.relu(pooled.flatten(1) @ net.roi_head[1].weight.T + net.roi_head[1].bias)
+    torch.testing.assert_close(feats, ref, atol=1e-4, rtol=1e-4)
+    other = FeatureExtractor(build_feature_net("mobilenet_v2", "block13", weights="none"), "shared", scales=[64])
+    assert other.key() != ex.key()
+
+
+def test_fold_batch_norm_keeps_the_function_and_leaves_the_original_alone():
+    from rcnn.features import fold_batch_norm
+
+    torch.manual_seed(0)
+    net = build_feature_net("mobilenet_v2", "block13", weights="none")
+    for m in net.modules():  # non-trivial statistics, so that a wrong fold shows
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    folded = fold_batch_norm(net)
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(bns) == 1 + 3 * 13 - 1 and not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    x = torch.randn(2, 3, 64, 96)
+    with torch.inference_mode():
+        torch.testing.assert_close(folded.trunk(x), net.trunk(x), atol=1e-4, rtol=1e-4)
+    assert isinstance(net.trunk[0][1], torch.nn.BatchNorm2d)  # the original is untouched

@@ -57,3 +57,11 @@ def test_window_batches_and_a_few_sgd_steps(rect_voc, tmp_path):
     assert torch.equal(after["trunk.0.0.weight"], before["trunk.0.0.weight"])  # frozen block
     assert not torch.equal(after["trunk.18.0.weight"], before["trunk.18.0.weight"])  # trained block
     assert model(batch).shape == (128, 3)
+
+
+def test_label_windows_background_lower_bound():
+    gt = np.array([[0, 0, 40, 40]], np.float32)
+    boxes = np.array([[0, 0, 40, 40], [0, 0, 40, 20], [0, 0, 40, 4.0001], [0, 0, 40, 3.9999], [50, 50, 60, 60]],
+                     np.float32)  # IoU 1, 0.5, just above 0.1, just below 0.1, 0
+    np.testing.assert_array_equal(label_windows(boxes, gt, [0], bg_iou=0.5, bg_iou_min=0.1), [1, 1, 0, -1, -1])
+    np.testing.assert_array_equal(label_windows(boxes, gt, [0], bg_iou=0.5), [1, 1, 0, 0, 0])

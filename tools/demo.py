@@ -138,12 +138,14 @@ def stored_vis_thr(path: Path, default: float = 0.0) -> float:
 
 
 def training_logs(path: Path, out: Path) -> dict[str, Path]:
-    """Training logs shipped next to a model file (``<name>*.log.jsonl``, engine format), flattened for plotting:
+    """Training logs shipped next to a model file (``<name>.log.jsonl`` or ``<name>.<stage>.log.jsonl``, engine
+    format), flattened for plotting:
     eval lines' metrics lifted to the top level and one log per ``stage`` field. Returns {label: flattened log}."""
     from cvcore.io import atomic_write_text
 
     logs: dict[str, Path] = {}
-    for log in sorted(path.parent.glob(f"{path.stem}*.log.jsonl")):
+    found = sorted(path.parent.glob(f"{path.stem}.log.jsonl")) + sorted(path.parent.glob(f"{path.stem}.*.log.jsonl"))
+    for log in found:
         by_stage: dict[str, list[str]] = {}
         for line in log.read_text().splitlines():
             if not line.strip():
@@ -573,9 +575,9 @@ def run_demo(argv: Sequence[str] | None = None) -> int:
         if path is not None:
             plot = plot_logs(training_logs(path, out / "logs"), out / "pictures" / f"training_{name}.png")
             if plot:
-                curves.append((plot, f"{name}: training curves ({path.stem}*.log.jsonl next to the model file)"))
+                curves.append((plot, f"{name}: training curves ({path.stem}.log.jsonl next to the model file)"))
             else:
-                notes.append(f"{name}: no training log next to the model file ({path.stem}*.log.jsonl), "
+                notes.append(f"{name}: no training log next to the model file ({path.stem}.log.jsonl), "
                              "so no training curves.")
 
     real = evaluate_on_data(tools, data, refs, limits, vis_thr, out / "eval", quiet) if data is not None else {}

@@ -64,6 +64,8 @@ def _pose_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--recursive", action="store_true", help="walk sub-folders")
     p.add_argument("--flip-test", action="store_true", help="average with the mirrored image (slower, a bit better)")
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default; 1 was fastest on a "
+                   "busy 2-core CPU, see BENCHMARKS.md)")
     add_common_args(p)
     return p.parse_args(argv)
 
@@ -86,9 +88,12 @@ def pose_run(argv: Sequence[str] | None = None) -> int:
     from tqdm.auto import tqdm
 
     from cvcore.datasets import write_poses
+    from cvcore.device import set_num_threads
     from cvcore.io import ImageReadError, atomic_write_bytes, list_images, load_image
     from pose.estimator import PoseEstimator
 
+    if args.threads > 0:
+        set_num_threads(args.threads)
     folder = Path(args.images)
     if not folder.is_dir():
         raise CLIError(f"{folder}: not a folder of images")

@@ -65,8 +65,11 @@ class PartDetectorConfig:
     head_kernel: int = 9  # the large convolution after the merge (9x9 in the paper)
     head_channels: tuple[int, ...] = (64, 64)  # the large conv, then 1x1 convs; a final 1x1 gives the K heatmaps
     init: str = "kaiming_normal"  # any cvcore.nn init scheme
-    pretrained: str = "none"  # "none" or "mobilenet_v2": first conv of every bank from ImageNet (offline weights)
+    pretrained: str = "none"  # "none" or "mobilenet_v2": ImageNet weights (offline package) for the whole trunk,
+    #                           or, with trunk "none", for the first conv of every bank
     share_banks: bool = False  # one set of bank weights applied at every resolution
+    trunk: str = "none"  # "none" = the paper's from-scratch conv banks; "mobilenet_v2" = MobileNetV2 features[:N]
+    trunk_blocks: int = 4  # N for the MobileNetV2 trunk: 4 -> stride 4 (24 ch), 7 -> stride 8 (32 ch)
 
 
 @dataclass

@@ -39,13 +39,15 @@ def build_codec(cfg: PoseConfig) -> HeatmapCodec:
 
 
 def build_pose_model(cfg: PoseConfig, num_joints: int, skeleton: Sequence[tuple[int, int]] = (),
-                     flip_pairs: Sequence[tuple[int, int]] = (), stage: str = "part_detector") -> PoseModel:
-    """Part detector (+ spatial model when enabled) + codec, freshly initialised from the config."""
+                     flip_pairs: Sequence[tuple[int, int]] = (), stage: str = "part_detector",
+                     pretrained: bool = True) -> PoseModel:
+    """Part detector (+ spatial model when enabled) + codec, freshly initialised from the config
+    (``pretrained=False``: without loading ImageNet weights, for a state dict loaded next)."""
     from pose.part_detector import build_part_detector
     from pose.spatial_model import build_spatial_model
 
     codec = build_codec(cfg)
-    part_detector = build_part_detector(cfg.model.part_detector, num_joints, cfg.codec.stride)
+    part_detector = build_part_detector(cfg.model.part_detector, num_joints, cfg.codec.stride, pretrained)
     spatial = (build_spatial_model(cfg.model.spatial_model, num_joints, codec.heatmap_size, skeleton)
                if cfg.model.spatial_model.enabled else None)
     return PoseModel(part_detector, spatial, codec, flip_pairs, stage=stage)
@@ -85,7 +87,7 @@ def load_model_file(path_or_name: str | Path) -> tuple[PoseModel, PoseConfig, di
     cfg = load_config(PoseConfig, data=obj["config"])
     skeleton = [tuple(e) for e in obj["skeleton"]]
     model = build_pose_model(cfg, len(obj["joint_names"]), skeleton, [tuple(p) for p in obj["flip_pairs"]],
-                             stage=obj["stage"])
+                             stage=obj["stage"], pretrained=False)  # all weights come from the file
     state = {k: v.float() if v.is_floating_point() else v for k, v in obj["state_dict"].items()}
     try:
         model.load_state_dict(state)

@@ -13,6 +13,12 @@ convolutions give one heatmap per joint::
 Differences from the paper, by configuration: batch norm after each convolution (``norm="batch"``) makes training
 from scratch converge within a CPU budget; the paper's local contrast normalisation is replaced by per-channel
 ImageNet mean/std normalisation of the input; the first convolution can start from ImageNet (MobileNetV2) filters.
+
+Instead of the paper's from-scratch bank, each resolution can run a pretrained trunk (``trunk="mobilenet_v2"``): the
+first ``trunk_blocks`` blocks of torchvision's MobileNetV2 (``features[:N]``; N=4 -> stride 4, 24 channels; N=7 ->
+stride 8, 32 channels; N=11 -> stride 16, 64 channels), fine-tuned. Every bank output, fine or coarse, is resized
+(bilinear) to the codec's grid ``H/stride x W/stride`` before the merge, so a trunk coarser than the heatmap stride
+is upsampled. Each resolution has its own trunk unless ``share_banks``.
 """
 
 from __future__ import annotations
@@ -22,13 +28,16 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import torchvision
 from torch import Tensor, nn
 
 from cvcore.nn import build_activation, init_weights
 from cvcore.nn.activations import out_channels
 
-__all__ = ["ConvBank", "PartDetector", "build_part_detector", "load_mobilenet_v2_first_conv", "IMAGENET_MEAN",
-           "IMAGENET_STD"]
+__all__ = ["ConvBank", "MobileNetV2Trunk", "PartDetector", "build_part_detector", "load_mobilenet_v2_first_conv",
+           "load_mobilenet_v2_trunk", "IMAGENET_MEAN", "IMAGENET_STD", "TRUNKS"]
+
+TRUNKS = ("none", "mobilenet_v2")  # "none" = the paper's from-scratch ConvBank
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -66,6 +75,32 @@ class ConvBank(nn.Module):
                 layers.append(nn.MaxPool2d(2) if pool == "max" else nn.AvgPool2d(2))
         self.layers = nn.Sequential(*layers)
         self.out_channels = c
+        self.stride = 2**num_pools
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layers(x)
+
+
+class MobileNetV2Trunk(nn.Module):
+    """The first ``blocks`` blocks of torchvision's MobileNetV2 (``features[:blocks]``), randomly initialised;
+    :func:`load_mobilenet_v2_trunk` copies the ImageNet weights in.
+
+    Args:
+        blocks: 1 ... 18; 2 -> stride 2 (16 ch), 4 -> stride 4 (24 ch), 7 -> stride 8 (32 ch),
+            11 -> stride 16 (64 ch).
+    Shapes: Tensor[N, 3, H, W] (ImageNet-normalised) -> Tensor[N, out_channels, ceil(H / stride), ceil(W / stride)].
+    """
+
+    def __init__(self, blocks: int = 4):
+        super().__init__()
+        features = torchvision.models.mobilenet_v2(weights=None).features
+        if not 1 <= blocks < len(features):
+            raise ValueError(f"trunk_blocks must be in 1 ... {len(features) - 1}, got {blocks}")
+        self.blocks = blocks
+        self.layers = features[:blocks]
+        convs = [m for m in self.layers.modules() if isinstance(m, nn.Conv2d)]
+        self.out_channels = convs[-1].out_channels
+        self.stride = math.prod(m.stride[0] for m in convs)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.layers(x)
@@ -83,6 +118,10 @@ class PartDetector(nn.Module):
         head_kernel: size of the large convolution after the merge (9 in the paper).
         head_channels: widths of the large conv and the following 1x1 convs; a last 1x1 conv gives K maps.
         share_banks: apply one bank's weights at every resolution.
+        trunk: "none" (the paper's :class:`ConvBank`) or "mobilenet_v2" (:class:`MobileNetV2Trunk` per bank;
+            ``channels``, ``kernel_size``, ``activation``, ``pool`` and ``norm`` then only shape the head).
+        trunk_blocks: MobileNetV2 blocks per bank; its stride must be >= ``stride`` (the output is resized to the
+            heatmap grid).
     Shapes: images Tensor[N, 3, H, W] (normalised; H, W multiples of ``stride * 2**(banks-1)``)
         -> heatmaps Tensor[N, K, H/stride, W/stride].
     """
@@ -90,7 +129,7 @@ class PartDetector(nn.Module):
     def __init__(self, num_joints: int, stride: int = 4, banks: int = 2, channels: tuple[int, ...] = (16, 32, 32),
                  kernel_size: int = 5, activation: str = "relu", pool: str = "max", norm: str = "batch",
                  merge: str = "sum", head_kernel: int = 9, head_channels: tuple[int, ...] = (64, 64),
-                 share_banks: bool = False):
+                 share_banks: bool = False, trunk: str = "none", trunk_blocks: int = 4):
         super().__init__()
         num_pools = int(round(math.log2(stride)))
         if 2**num_pools != stride:
@@ -99,10 +138,19 @@ class PartDetector(nn.Module):
             raise ValueError("the part detector needs at least one bank")
         if merge not in ("sum", "concat"):
             raise ValueError(f"unknown merge '{merge}' (sum, concat)")
+        if trunk not in TRUNKS:
+            raise ValueError(f"unknown trunk '{trunk}' ({', '.join(TRUNKS)})")
         self.stride, self.num_banks, self.merge = stride, banks, merge
-        n_distinct = 1 if share_banks else banks
-        self.banks = nn.ModuleList(ConvBank(3, tuple(channels), kernel_size, num_pools, activation, pool, norm)
-                                   for _ in range(n_distinct))
+
+        def make_bank() -> nn.Module:
+            if trunk == "mobilenet_v2":
+                return MobileNetV2Trunk(trunk_blocks)
+            return ConvBank(3, tuple(channels), kernel_size, num_pools, activation, pool, norm)
+
+        self.banks = nn.ModuleList(make_bank() for _ in range(1 if share_banks else banks))
+        if self.banks[0].stride < stride:
+            raise ValueError(f"trunk stride {self.banks[0].stride} is finer than the heatmap stride {stride}: "
+                             f"use more trunk_blocks")
         c = self.banks[0].out_channels * (banks if merge == "concat" else 1)
         head: list[nn.Module] = []
         for i, width in enumerate(head_channels):
@@ -126,12 +174,14 @@ class PartDetector(nn.Module):
     def forward(self, images: Tensor) -> Tensor:
         """images Tensor[N, 3, H, W] uint8 (0..255) or float in [0, 1] -> heatmaps Tensor[N, K, H/stride, W/stride]."""
         x = self.normalize(images)
-        fine = self.banks[0](x)
-        outputs = [fine]
-        for i in range(1, self.num_banks):
+        grid = (x.shape[-2] // self.stride, x.shape[-1] // self.stride)
+        outputs = []
+        for i in range(self.num_banks):
             bank = self.banks[0 if len(self.banks) == 1 else i]
-            coarse = bank(F.avg_pool2d(x, 2**i))
-            outputs.append(F.interpolate(coarse, size=fine.shape[-2:], mode="bilinear", align_corners=False))
+            out = bank(F.avg_pool2d(x, 2**i) if i else x)
+            if out.shape[-2:] != grid:  # coarse banks, and trunks coarser than the heatmap stride
+                out = F.interpolate(out, size=grid, mode="bilinear", align_corners=False)
+            outputs.append(out)
         merged = torch.stack(outputs).sum(0) if self.merge == "sum" else torch.cat(outputs, dim=1)
         return self.output(self.head(merged))
 
@@ -173,18 +223,37 @@ def load_mobilenet_v2_first_conv(conv: nn.Conv2d) -> None:
         conv.bias[:n] = b[:n]
 
 
-def build_part_detector(cfg, num_joints: int, stride: int) -> PartDetector:
-    """Build a :class:`PartDetector` from a ``PartDetectorConfig``, initialised as configured."""
+@torch.no_grad()
+def load_mobilenet_v2_trunk(trunk: MobileNetV2Trunk) -> None:
+    """Copy torchvision's ImageNet MobileNetV2 weights (offline package) into ``trunk`` (its ``features[:N]``)."""
+    state = torch.load(mobilenet_v2_weights_path(), map_location="cpu", weights_only=True)
+    prefix = "features."
+    own = {k: v for k, v in state.items()
+           if k.startswith(prefix) and int(k[len(prefix):].split(".")[0]) < trunk.blocks}
+    trunk.layers.load_state_dict({k[len(prefix):]: v for k, v in own.items()}, strict=True)
+
+
+def build_part_detector(cfg, num_joints: int, stride: int, pretrained: bool = True) -> PartDetector:
+    """Build a :class:`PartDetector` from a ``PartDetectorConfig``, initialised as configured.
+
+    ``pretrained=False`` skips loading ImageNet weights (the caller is about to load a trained state dict, e.g. a
+    model file, which must not need the offline weights package)."""
+    if cfg.pretrained not in ("none", "mobilenet_v2"):
+        raise ValueError(f"unknown part_detector.pretrained '{cfg.pretrained}' (none, mobilenet_v2)")
     net = PartDetector(num_joints, stride=stride, banks=cfg.banks, channels=tuple(cfg.channels),
                        kernel_size=cfg.kernel_size, activation=cfg.activation, pool=cfg.pool, norm=cfg.norm,
                        merge=cfg.merge, head_kernel=cfg.head_kernel, head_channels=tuple(cfg.head_channels),
-                       share_banks=cfg.share_banks)
-    init_weights(net, cfg.init)
+                       share_banks=cfg.share_banks, trunk=cfg.trunk, trunk_blocks=cfg.trunk_blocks)
+    if cfg.trunk == "none":
+        init_weights(net, cfg.init)
+    else:  # keep torchvision's MobileNetV2 initialisation (or ImageNet weights below) in the trunks
+        init_weights(net.head, cfg.init)
     nn.init.normal_(net.output.weight, std=0.001)  # start with near-zero heatmaps
     nn.init.zeros_(net.output.bias)
-    if cfg.pretrained == "mobilenet_v2":
+    if cfg.pretrained == "mobilenet_v2" and pretrained:
         for bank in net.banks:
-            load_mobilenet_v2_first_conv(bank.layers[0])
-    elif cfg.pretrained != "none":
-        raise ValueError(f"unknown part_detector.pretrained '{cfg.pretrained}' (none, mobilenet_v2)")
+            if isinstance(bank, MobileNetV2Trunk):
+                load_mobilenet_v2_trunk(bank)
+            else:
+                load_mobilenet_v2_first_conv(bank.layers[0])
     return net

@@ -21,18 +21,22 @@ from torch.utils.data import DataLoader
 from cvcore.config import save_config
 from cvcore.datasets import load_pose_dataset
 from cvcore.device import seed_everything, set_num_threads
+from cvcore.distributed import DistInfo, distributed_sampler, init_distributed, is_main_process, wrap_ddp
 from cvcore.engine import Trainer
 from cvcore.evaluation import PCKEvaluator
 from cvcore.io import atomic_write_json, safe_torch_load
 from cvcore.nn import build_optimizer, build_scheduler
-from pose.config import PoseConfig
+from pose.config import PoseConfig, StageConfig
 from pose.data import CropCache, PoseEvalSet, PoseTrainSet, build_crop_cache, select_range
 from pose.estimator import build_pose_model, save_model_file
 from pose.model import STAGES, PoseModel
 
-__all__ = ["train", "evaluate_pck", "PoseData", "load_pose_data", "load_val_cache", "format_pck_table"]
+__all__ = ["train", "build_stage_optimizer", "evaluate_pck", "PoseData", "load_pose_data", "load_val_cache",
+           "format_pck_table"]
 
 log = logging.getLogger("pose.train")
+
+MOMENTUM_OPTIMIZERS = ("momentum", "nesterov", "rmsprop")  # cvcore.nn.build_optimizer names that take a momentum
 
 
 class PoseData:
@@ -158,15 +162,34 @@ def _init_spatial_model(model: PoseModel, data: PoseData, cfg: PoseConfig) -> No
     model.spatial_model.calibrate(parts)
 
 
+def _barrier_unless(skip: bool, info: DistInfo) -> None:
+    """Wait for the other ranks (``torch.distributed.barrier``) unless ``skip`` or not distributed."""
+    if info.enabled and not skip:
+        torch.distributed.barrier()
+
+
+def build_stage_optimizer(params: list[torch.nn.Parameter], scfg: StageConfig) -> torch.optim.Optimizer:
+    """The optimizer of one stage; ``scfg.momentum`` goes only to the optimizers that take one (plain ``sgd`` has
+    none and :func:`cvcore.nn.build_optimizer` rejects it there)."""
+    momentum = scfg.momentum if scfg.optimizer.lower() in MOMENTUM_OPTIMIZERS else None
+    return build_optimizer(params, scfg.optimizer, scfg.lr, momentum=momentum, weight_decay=scfg.weight_decay)
+
+
 def train(cfg: PoseConfig, progress: bool = True, stages: tuple[str, ...] = STAGES) -> dict[str, Any]:
     """Run the configured stages (each resumable); returns ``{stage: validation PCK}`` and writes the model file."""
     out_dir = Path(cfg.train.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out_dir / "config.yaml")
+    dist_info = init_distributed(cfg.train.device)   # under torchrun: one process per GPU / CPU worker
+    main = is_main_process()
+    progress = progress and main
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out_dir / "config.yaml")
     seed_everything(cfg.train.seed)
     if cfg.train.threads:
         set_num_threads(cfg.train.threads)
+    _barrier_unless(main, dist_info)          # rank 0 builds the crop cache first, the others then read it
     data = load_pose_data(cfg, progress=progress)
+    _barrier_unless(not main, dist_info)
     model = build_pose_model(cfg, len(data.joint_names), data.skeleton, data.flip_pairs)
     alphas = tuple(cfg.eval.alphas)
     results: dict[str, Any] = {}
@@ -188,13 +211,11 @@ def train(cfg: PoseConfig, progress: bool = True, stages: tuple[str, ...] = STAG
             continue
         if stage == "spatial_model" and not (stage_dir / "last.pt").is_file():
             _init_spatial_model(model, data, cfg)
-        loader = DataLoader(data.train_set, batch_size=cfg.train.batch_size, shuffle=True, drop_last=True,
-                            num_workers=cfg.data.num_workers)
+        sampler = distributed_sampler(data.train_set, dist_info, seed=cfg.train.seed)
+        loader = DataLoader(data.train_set, batch_size=cfg.train.batch_size, shuffle=sampler is None,
+                            sampler=sampler, drop_last=True, num_workers=cfg.data.num_workers)
         steps = max(1, math.ceil(scfg.epochs * len(loader)))
-        optimizer = build_optimizer(model.trainable_parameters(), scfg.optimizer, scfg.lr,
-                                    momentum=scfg.momentum if scfg.optimizer in ("sgd", "momentum", "nesterov",
-                                                                                 "rmsprop") else None,
-                                    weight_decay=scfg.weight_decay)
+        optimizer = build_stage_optimizer(model.trainable_parameters(), scfg)
         scheduler = build_scheduler(optimizer, scfg.scheduler, total_steps=steps,
                                     warmup_steps=min(scfg.warmup_steps, steps // 2))
         limit = cfg.train.eval_limit or None
@@ -203,7 +224,9 @@ def train(cfg: PoseConfig, progress: bool = True, stages: tuple[str, ...] = STAG
             r = evaluate_pck(m, data.val, data.joint_names, alphas=alphas, norm=cfg.eval.norm, limit=limit)
             return {f"pck@{a}": r[f"PCK@{a}"] for a in alphas}
 
-        trainer = Trainer(model, optimizer, loader, scheduler=scheduler, device=cfg.train.device,
+        model.to(dist_info.device)
+        trainer = Trainer(wrap_ddp(model, dist_info, find_unused_parameters=True), optimizer, loader,
+                          scheduler=scheduler, device=dist_info.device,
                           out_dir=stage_dir, max_steps=steps, grad_clip=cfg.train.grad_clip or None,
                           log_every=cfg.train.log_every, eval_fn=eval_fn, eval_every=cfg.train.eval_every or None,
                           checkpoint_every=cfg.train.checkpoint_every, progress=progress, resume=True)
@@ -211,15 +234,24 @@ def train(cfg: PoseConfig, progress: bool = True, stages: tuple[str, ...] = STAG
                  len(data.train_set), stage_dir)
         trainer.train()
         pck = evaluate_pck(model, data.val, data.joint_names, alphas=alphas, norm=cfg.eval.norm)
-        atomic_write_json(stage_dir / "pck.json", pck)
-        atomic_write_json(done, {"stage": stage, "steps": steps, "pck": pck})
-        save_model_file(stage_dir / "model.pt", model, cfg, data.joint_names, data.skeleton, metrics=pck)
+        if main:
+            atomic_write_json(stage_dir / "pck.json", pck)
+            atomic_write_json(done, {"stage": stage, "steps": steps, "pck": pck})
+            save_model_file(stage_dir / "model.pt", model, cfg, data.joint_names, data.skeleton, metrics=pck)
         results[stage] = pck
         previous = stage_dir / "last.pt"
         log.info("stage %s: val PCK %s", stage, ", ".join(f"@{a} {pck[f'PCK@{a}']:.1f}" for a in alphas))
-    if results:
+    if results and main:
         last = list(results)[-1]
         save_model_file(out_dir / "model.pt", model, cfg, data.joint_names, data.skeleton, metrics=results[last])
         atomic_write_json(out_dir / "pck.json", results)
         (out_dir / "pck.md").write_text(format_pck_table(results, alphas) + "\n")
     return results
+
+
+if __name__ == "__main__":  # ``torchrun --nproc_per_node N -m pose.train --config ...`` (same arguments as pose-train)
+    import sys
+
+    from pose.cli import train_main
+
+    sys.exit(train_main())

@@ -115,7 +115,7 @@ def test_pose_cli_errors_are_one_line(tmp_path, capsys):
     assert len(err) == 1 and "not a folder" in err[0]
 
 
-def test_pose_train_stages_resume_and_write_model(lspet_root, tmp_path, capsys):
+def _tiny_train_args(lspet_root, tmp_path) -> list[str]:
     overrides = [f"{k}={json.dumps(v)}" for k, v in {
         "data.root": str(lspet_root), "data.train_range": [1, 8], "data.val_range": [9, 12],
         "data.input_size": [32, 32], "data.margin": 1.4, "data.min_crop": 16.0, "data.min_visible": 4,
@@ -125,7 +125,11 @@ def test_pose_train_stages_resume_and_write_model(lspet_root, tmp_path, capsys):
         "model.part_detector.head_kernel": 3, "model.part_detector.head_channels": [8, 8],
         "model.spatial_model.kernel_size": 9,
     }.items()]
-    args = ["--config", "/dev/null", "--quiet", "--json", *overrides]
+    return ["--config", "/dev/null", "--quiet", "--json", *overrides]
+
+
+def test_pose_train_stages_resume_and_write_model(lspet_root, tmp_path, capsys):
+    args = _tiny_train_args(lspet_root, tmp_path)
     assert train_main([*args, "--stages", "part_detector"]) == 0
     first = json.loads(capsys.readouterr().out)
     assert list(first) == ["part_detector"] and 0 <= first["part_detector"]["PCK@0.2"] <= 100
@@ -138,3 +142,24 @@ def test_pose_train_stages_resume_and_write_model(lspet_root, tmp_path, capsys):
         assert (run / stage / "done.json").is_file() and (run / stage / "log.jsonl").is_file()
     est = PoseEstimator.load(run / "model.pt", device="cpu")
     assert est.model.stage == "joint" and (run / "config.yaml").is_file() and (run / "pck.md").is_file()
+
+
+@pytest.mark.slow
+def test_pose_train_under_torchrun_two_processes(lspet_root, tmp_path):
+    """``torchrun -m pose.train``: two CPU ranks (gloo) train all stages; rank 0 alone writes the model file."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                        "29531", "-m", "pose.train", *_tiny_train_args(lspet_root, tmp_path)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    results = json.loads(r.stdout.strip().splitlines()[-1])
+    assert list(results) == ["part_detector", "spatial_model", "joint"]
+    run = tmp_path / "run"
+    steps = [json.loads(line)["step"] for line in (run / "part_detector" / "log.jsonl").read_text().splitlines()
+             if '"step"' in line]
+    # default 12 epochs of 8 crops: 24 steps of batch 4 in one process; 12 per rank with 2 ranks sharing the data
+    assert steps and max(steps) == 12
+    est = PoseEstimator.load(run / "model.pt", device="cpu")
+    assert est.model.stage == "joint"

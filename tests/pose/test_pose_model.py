@@ -136,3 +136,64 @@ def test_unknown_stage_and_missing_spatial_model(tmp_path):
     model.spatial_model = None
     with pytest.raises(ValueError, match="needs a spatial model"):
         model.set_stage("joint")
+
+
+def _mobilenet_v2_reference():
+    import torchvision
+
+    from pose.part_detector import mobilenet_v2_weights_path
+
+    ref = torchvision.models.mobilenet_v2()
+    ref.load_state_dict(torch.load(mobilenet_v2_weights_path(), weights_only=True))
+    return ref.eval()
+
+
+@pytest.mark.parametrize("blocks,trunk_stride,width", [(4, 4, 24), (7, 8, 32)])
+@pytest.mark.parametrize("banks", [1, 2])
+def test_mobilenet_trunk_part_detector_shapes(blocks, trunk_stride, width, banks):
+    """Heatmaps stay on the codec's stride-4 grid whatever the trunk's stride (stride-8 trunks are upsampled)."""
+    net = PartDetector(14, stride=4, banks=banks, head_kernel=3, head_channels=(8,), trunk="mobilenet_v2",
+                       trunk_blocks=blocks)
+    assert net.banks[0].stride == trunk_stride and net.banks[0].out_channels == width
+    assert net(torch.randint(0, 255, (2, 3, 64, 48), dtype=torch.uint8)).shape == (2, 14, 16, 12)
+
+
+def test_mobilenet_trunk_finer_than_heatmap_stride_is_rejected():
+    with pytest.raises(ValueError, match="finer than the heatmap stride"):
+        PartDetector(14, stride=4, trunk="mobilenet_v2", trunk_blocks=2)
+    with pytest.raises(ValueError, match="unknown trunk"):
+        PartDetector(14, trunk="resnet")
+
+
+@pytest.mark.parametrize("share", [False, True])
+def test_mobilenet_trunk_loads_imagenet_weights_and_computes_torchvision_features(tmp_path, share):
+    from pose.part_detector import MobileNetV2Trunk
+
+    ref = _mobilenet_v2_reference()
+    cfg = tiny_config(tmp_path, tmp_path, model={"part_detector": {"trunk": "mobilenet_v2", "trunk_blocks": 4,
+                                                                   "pretrained": "mobilenet_v2", "share_banks": share,
+                                                                   "head_kernel": 3, "head_channels": [8]}})
+    net = build_pose_model(cfg, 14).part_detector.eval()
+    assert len(net.banks) == (1 if share else 2)
+    for bank in net.banks:
+        assert isinstance(bank, MobileNetV2Trunk)
+        assert torch.equal(bank.layers[3].conv[1][0].weight, ref.features[3].conv[1][0].weight)
+        assert torch.equal(bank.layers[2].conv[0][1].running_var, ref.features[2].conv[0][1].running_var)
+        x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            assert torch.allclose(bank(x), ref.features[:4](x), atol=1e-5)
+    # without pretrained weights (or when a model file is about to be loaded) the trunk is not ImageNet's
+    scratch = build_pose_model(cfg, 14, pretrained=False).part_detector
+    assert not torch.equal(scratch.banks[0].layers[3].conv[1][0].weight, ref.features[3].conv[1][0].weight)
+
+
+def test_mobilenet_trunk_gradients_reach_every_bank(tmp_path):
+    cfg = tiny_config(tmp_path, tmp_path, model={"part_detector": {"trunk": "mobilenet_v2", "trunk_blocks": 4,
+                                                                   "pretrained": "none", "head_kernel": 3,
+                                                                   "head_channels": [8]}})
+    model = build_pose_model(cfg, 14).train()
+    sum(model(_batch()).values()).backward()
+    for i, bank in enumerate(model.part_detector.banks):
+        grads = [p.grad for p in bank.parameters()]
+        assert all(g is not None for g in grads), i
+        assert bank.layers[0][0].weight.grad.abs().sum() > 0, i  # down to the first conv of each bank

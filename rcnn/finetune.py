@@ -158,6 +158,17 @@ def finetune_network(net: FeatureNet, batches: WindowBatches, num_classes: int, 
     return model.eval()
 
 
+def reuse_finetuned(out_dir: Path, steps: int) -> tuple[dict[str, Tensor], dict[str, Tensor]] | None:
+    """(state dict, softmax layer) of a finished fine-tuning run of ``steps`` steps in ``out_dir``, else None."""
+    done = out_dir / "finetuned.pt"
+    if done.is_file():
+        saved = safe_torch_load(done)
+        if saved.get("steps") == steps:
+            log.info("fine-tuning: reused %s", done)
+            return saved["state_dict"], saved["softmax"]
+    return None
+
+
 def finetune(cfg: Any, records: Sequence[DetectionRecord], classes: Sequence[str], device: torch.device,
              out_dir: Path, progress: bool = True) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """The fine-tuning stage of :func:`rcnn.train.train` (reads the config; result cached in ``out_dir``).
@@ -168,11 +179,8 @@ def finetune(cfg: Any, records: Sequence[DetectionRecord], classes: Sequence[str
 
     f, ft = cfg.features, cfg.finetune
     done = out_dir / "finetuned.pt"
-    if done.is_file():
-        saved = safe_torch_load(done)
-        if saved.get("steps") == ft.steps:
-            log.info("fine-tuning: reused %s", done)
-            return saved["state_dict"], saved["softmax"]
+    if (finished := reuse_finetuned(out_dir, ft.steps)) is not None:
+        return finished
     top_k = cfg.proposals.train_per_image
     batches = WindowBatches(records, lambda r: image_proposals(r, None, cfg)[:top_k], classes,
                             input_size=f.input_size, context_padding=f.context_padding,

@@ -25,11 +25,11 @@ from torchvision.ops import box_iou
 
 from cvcore.datasets import DetectionRecord
 from cvcore.engine import Trainer
-from cvcore.io import atomic_torch_save, load_image, safe_torch_load
+from cvcore.io import atomic_torch_save, load_image
 from cvcore.nn import build_optimizer
 from rcnn.bbox_regression import BoxCoder
 from rcnn.features import FeatureNet, build_feature_net, resize_for_scale, roi_pool
-from rcnn.finetune import label_windows
+from rcnn.finetune import label_windows, reuse_finetuned
 from rcnn.warp import normalize_image
 
 log = logging.getLogger(__name__)
@@ -211,11 +211,8 @@ def finetune_shared(cfg: Any, records: Sequence[DetectionRecord], classes: Seque
 
     f, ft = cfg.features, cfg.finetune
     done = out_dir / "finetuned.pt"
-    if done.is_file():
-        saved = safe_torch_load(done)
-        if saved.get("steps") == ft.steps:
-            log.info("fine-tuning (shared): reused %s", done)
-            return saved["state_dict"], saved["softmax"]
+    if (finished := reuse_finetuned(out_dir, ft.steps)) is not None:
+        return finished
     top_k = cfg.proposals.train_per_image
     batches = RoIBatches(records, lambda r: image_proposals(r, None, cfg)[:top_k], classes, scale=f.scales[0],
                          max_image_side=f.max_image_side, fg_per_batch=ft.fg_per_batch, bg_per_batch=ft.bg_per_batch,

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 
 __all__ = ["add_common_args", "run_cli", "CLIError", "setup_logging"]
 
 log = logging.getLogger("cvcore")
+_ORIGINAL_FORMATWARNING = warnings.formatwarning
 
 
 class CLIError(Exception):
@@ -26,9 +28,17 @@ def add_common_args(parser: argparse.ArgumentParser, device: bool = True, json_f
         parser.add_argument("--device", default="auto", help="auto (CUDA if present, else CPU), cpu, cuda, cuda:N")
 
 
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                      line: str | None = None) -> str:
+    return f"warning: {message}\n"
+
+
 def setup_logging(quiet: bool = False, debug: bool = False) -> None:
+    """Log messages as plain lines on stderr (INFO, WARNING with ``quiet``, DEBUG with ``debug``); Python warnings
+    (e.g. a dataset reader's) as one ``warning: ...`` line each, with their source location only under ``debug``."""
     level = logging.DEBUG if debug else (logging.WARNING if quiet else logging.INFO)
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
+    warnings.formatwarning = _ORIGINAL_FORMATWARNING if debug else _one_line_warning
 
 
 def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None, prog: str = "") -> int:

@@ -335,3 +335,18 @@ def test_ground_truth_as_prediction_scores_perfectly_on_real_data(shared_data, t
                           "--alpha", "0.01", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["PCK"] == pytest.approx(1.0)
+
+
+def test_cli_warnings_are_one_line_unless_debug():
+    import warnings
+
+    from cvcore.cli import setup_logging
+
+    original = warnings.formatwarning
+    try:
+        setup_logging()
+        assert warnings.formatwarning("bad box in a.xml", UserWarning, "reader.py", 7) == "warning: bad box in a.xml\n"
+        setup_logging(debug=True)
+        assert "reader.py:7" in warnings.formatwarning("bad box in a.xml", UserWarning, "reader.py", 7)
+    finally:
+        warnings.formatwarning = original

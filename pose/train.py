@@ -220,8 +220,13 @@ def train(cfg: PoseConfig, progress: bool = True, stages: tuple[str, ...] = STAG
                                     warmup_steps=min(scfg.warmup_steps, steps // 2))
         limit = cfg.train.eval_limit or None
 
-        def eval_fn(m: PoseModel, limit=limit) -> dict[str, float]:
+        full: dict[str, Any] = {}  # the latest evaluation on the whole validation set (the engine's last one is
+        #                             after the final step: the stage's result, so it is not computed twice)
+
+        def eval_fn(m: PoseModel, limit=limit, full=full) -> dict[str, float]:
             r = evaluate_pck(m, data.val, data.joint_names, alphas=alphas, norm=cfg.eval.norm, limit=limit)
+            if limit is None:
+                full["pck"] = r
             return {f"pck@{a}": r[f"PCK@{a}"] for a in alphas}
 
         model.to(dist_info.device)
@@ -232,8 +237,9 @@ def train(cfg: PoseConfig, progress: bool = True, stages: tuple[str, ...] = STAG
                           checkpoint_every=cfg.train.checkpoint_every, progress=progress, resume=True)
         log.info("stage %s: %d steps (%.2f epochs of %d crops) -> %s", stage, steps, scfg.epochs,
                  len(data.train_set), stage_dir)
+        full.clear()
         trainer.train()
-        pck = evaluate_pck(model, data.val, data.joint_names, alphas=alphas, norm=cfg.eval.norm)
+        pck = full.get("pck") or evaluate_pck(model, data.val, data.joint_names, alphas=alphas, norm=cfg.eval.norm)
         if main:
             atomic_write_json(stage_dir / "pck.json", pck)
             atomic_write_json(done, {"stage": stage, "steps": steps, "pck": pck})

@@ -169,6 +169,16 @@ def reuse_finetuned(out_dir: Path, steps: int) -> tuple[dict[str, Tensor], dict[
     return None
 
 
+def save_finetuned(out_dir: Path, steps: int, model: nn.Module) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """Write a finished run's network and softmax layer to ``out_dir/finetuned.pt`` (read back by
+    :func:`reuse_finetuned`); returns them (CPU copies)."""
+    model = model.to(memory_format=torch.contiguous_format).cpu()
+    state = {k: v.detach().clone() for k, v in model.net.state_dict().items()}
+    softmax = {"weight": model.classifier.weight.detach().clone(), "bias": model.classifier.bias.detach().clone()}
+    atomic_torch_save({"steps": steps, "state_dict": state, "softmax": softmax}, out_dir / "finetuned.pt")
+    return state, softmax
+
+
 def finetune(cfg: Any, records: Sequence[DetectionRecord], classes: Sequence[str], device: torch.device,
              out_dir: Path, progress: bool = True) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """The fine-tuning stage of :func:`rcnn.train.train` (reads the config; result cached in ``out_dir``).
@@ -178,7 +188,6 @@ def finetune(cfg: Any, records: Sequence[DetectionRecord], classes: Sequence[str
     from rcnn.train import image_proposals
 
     f, ft = cfg.features, cfg.finetune
-    done = out_dir / "finetuned.pt"
     if (finished := reuse_finetuned(out_dir, ft.steps)) is not None:
         return finished
     top_k = cfg.proposals.train_per_image
@@ -191,8 +200,4 @@ def finetune(cfg: Any, records: Sequence[DetectionRecord], classes: Sequence[str
     model = finetune_network(net, batches, len(classes), out_dir, steps=ft.steps, lr=ft.lr, momentum=ft.momentum,
                              weight_decay=ft.weight_decay, freeze_blocks=ft.freeze_blocks, device=device,
                              checkpoint_every=ft.checkpoint_every, log_every=ft.log_every, progress=progress)
-    model = model.to(memory_format=torch.contiguous_format).cpu()
-    state = {k: v.detach().clone() for k, v in model.net.state_dict().items()}
-    softmax = {"weight": model.classifier.weight.detach().clone(), "bias": model.classifier.bias.detach().clone()}
-    atomic_torch_save({"steps": ft.steps, "state_dict": state, "softmax": softmax}, done)
-    return state, softmax
+    return save_finetuned(out_dir, ft.steps, model)

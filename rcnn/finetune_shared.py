@@ -25,11 +25,11 @@ from torchvision.ops import box_iou
 
 from cvcore.datasets import DetectionRecord
 from cvcore.engine import Trainer
-from cvcore.io import atomic_torch_save, load_image
+from cvcore.io import load_image
 from cvcore.nn import build_optimizer
 from rcnn.bbox_regression import BoxCoder
 from rcnn.features import FeatureNet, build_feature_net, resize_for_scale, roi_pool
-from rcnn.finetune import label_windows, reuse_finetuned
+from rcnn.finetune import label_windows, reuse_finetuned, save_finetuned
 from rcnn.warp import normalize_image
 
 log = logging.getLogger(__name__)
@@ -210,7 +210,6 @@ def finetune_shared(cfg: Any, records: Sequence[DetectionRecord], classes: Seque
     from rcnn.train import image_proposals
 
     f, ft = cfg.features, cfg.finetune
-    done = out_dir / "finetuned.pt"
     if (finished := reuse_finetuned(out_dir, ft.steps)) is not None:
         return finished
     top_k = cfg.proposals.train_per_image
@@ -224,8 +223,4 @@ def finetune_shared(cfg: Any, records: Sequence[DetectionRecord], classes: Seque
                                     freeze_blocks=ft.freeze_blocks, box_loss_weight=ft.box_loss_weight,
                                     device=device, checkpoint_every=ft.checkpoint_every, log_every=ft.log_every,
                                     progress=progress)
-    model = model.to(memory_format=torch.contiguous_format).cpu()
-    state = {k: v.detach().clone() for k, v in model.net.state_dict().items()}
-    softmax = {"weight": model.classifier.weight.detach().clone(), "bias": model.classifier.bias.detach().clone()}
-    atomic_torch_save({"steps": ft.steps, "state_dict": state, "softmax": softmax}, done)
-    return state, softmax
+    return save_finetuned(out_dir, ft.steps, model)

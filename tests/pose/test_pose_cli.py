@@ -27,6 +27,17 @@ def _save_tiny_model(tmp_path, half=True, stage="joint"):
     return path, model.eval()
 
 
+def _image_folder(tmp_path, n: int, ext: str):
+    """``tmp_path/imgs`` holding ``p0.<ext>`` ... of :func:`_images`."""
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i, img in enumerate(_images(n)):
+        Image.fromarray(img).save(folder / f"p{i}.{ext}")
+    return folder
+
+
 def _images(n=3, seed=0):
     rng = np.random.default_rng(seed)
     return [synthetic_pose(rng)[0] for _ in range(n)]
@@ -68,13 +79,8 @@ def test_estimator_predicts_in_original_pixels(tmp_path):
 
 
 def test_pose_cli_writes_valid_json_and_skips_unreadable(tmp_path, capsys):
-    from PIL import Image
-
     path, _ = _save_tiny_model(tmp_path)
-    folder = tmp_path / "imgs"
-    folder.mkdir()
-    for i, img in enumerate(_images(3)):
-        Image.fromarray(img).save(folder / f"p{i}.jpg")
+    folder = _image_folder(tmp_path, 3, "jpg")
     (folder / "broken.jpg").write_bytes(b"not a jpeg")
     out = tmp_path / "out"
     code = pose_main([str(folder), "--model", str(path), "--out", str(out), "--vis", "--json", "--quiet",
@@ -89,13 +95,8 @@ def test_pose_cli_writes_valid_json_and_skips_unreadable(tmp_path, capsys):
 
 
 def test_pose_cli_with_detection_boxes(tmp_path, capsys):
-    from PIL import Image
-
     path, _ = _save_tiny_model(tmp_path)
-    folder = tmp_path / "imgs"
-    folder.mkdir()
-    for i, img in enumerate(_images(2)):
-        Image.fromarray(img).save(folder / f"p{i}.png")
+    folder = _image_folder(tmp_path, 2, "png")
     dets = tmp_path / "dets.json"
     write_detections(dets, ["person"], [
         {"file": "p0.png", "width": 88, "height": 72, "detections": [

@@ -84,6 +84,8 @@ class SpatialModelConfig:
     use_fft: bool = True  # FFT (torch.fft.rfft2) or direct conv2d; equal to float tolerance
     histogram_blur: float = 1.0  # Gaussian blur (cells) of the displacement histograms used to initialise kernels
     bias_init: float = -4.0  # raw bias b; SoftPlus(b) is the floor that keeps log finite for missing evidence
+    init: str = "identity"  # "identity": starts as the part detector (own map, weight 1; other messages weight 0);
+    #                         "histogram": the paper's (all messages weight 1, output scale calibrated on data)
 
 
 @dataclass
@@ -108,6 +110,7 @@ class StageConfig:
 @dataclass
 class TrainConfig:
     out_dir: str = "runs/pose/lspet"
+    init_from: str = ""  # a pose model file or shipped name (lspet): its matching weights start the first stage
     device: str = "auto"
     threads: int = 0  # torch.set_num_threads; 0 = leave torch's default
     seed: int = 0

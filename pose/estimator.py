@@ -26,8 +26,8 @@ from pose.config import PoseConfig
 from pose.data import Crop, crop_from_box, crop_from_image, warp_crop
 from pose.model import PoseModel
 
-__all__ = ["PoseEstimator", "save_model_file", "load_model_file", "build_pose_model", "build_codec",
-           "MODELS_DIR", "resolve_model_path"]
+__all__ = ["PoseEstimator", "save_model_file", "load_model_file", "init_from_model_file", "build_pose_model",
+           "build_codec", "MODELS_DIR", "resolve_model_path"]
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 FORMAT, VERSION = "pose-model", 1
@@ -76,6 +76,22 @@ def resolve_model_path(path_or_name: str | Path) -> Path:
         return shipped
     names = sorted(q.stem for q in MODELS_DIR.glob("*.pt"))
     raise FileNotFoundError(f"{path_or_name}: no such model file or shipped model (shipped: {', '.join(names) or 'none'})")
+
+
+def init_from_model_file(model: PoseModel, path_or_name: str | Path) -> list[str]:
+    """Copy into ``model`` the weights of a pose model file (a path or a shipped name) whose names and shapes match,
+    e.g. to fine-tune the shipped ``lspet`` model on other data or to continue its training with a new schedule.
+    Returns the names of the entries left at their fresh values (e.g. the last layer when the joints differ)."""
+    path = resolve_model_path(path_or_name)
+    obj = safe_torch_load(path)
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a pose model file (expected format '{FORMAT}')")
+    own = model.state_dict()
+    take = {k: v.to(own[k].dtype) for k, v in obj["state_dict"].items() if k in own and own[k].shape == v.shape}
+    if not any(k.startswith("part_detector.") and v.dim() >= 2 for k, v in take.items()):
+        raise ValueError(f"{path}: none of its part-detector convolutions fits this model (another trunk or widths?)")
+    model.load_state_dict(take, strict=False)
+    return sorted(set(own) - set(take))
 
 
 def load_model_file(path_or_name: str | Path) -> tuple[PoseModel, PoseConfig, dict[str, Any]]:

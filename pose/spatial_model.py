@@ -4,14 +4,24 @@ For every ordered pair (target joint ``a``, source joint ``v``) of the graph a l
 part-detector heatmap of ``v`` to evidence for ``a``; the beliefs are combined in the log domain::
 
     e_{a|v}   = SoftPlus(w_{a|v}) (*) ReLU(h_v) + SoftPlus(b_{a|v})       (*) = 'same' cross-correlation
-    h'_a      = exp( t_a * reduce_{v in N(a)} log e_{a|v} + s_a )          reduce = sum (paper) or mean
+    h'_a      = exp( t_a * reduce_{v in N(a)} g_{a|v} log e_{a|v} + s_a )  reduce = sum (paper) or mean
 
 SoftPlus keeps the pairwise potentials and the bias positive, so the log is defined; the bias is the floor of
 evidence from a source joint with no detection (occluded limbs do not veto). The per-joint temperature ``t_a`` and
 log-scale ``s_a`` (learnt; set once from data by :meth:`SpatialModel.calibrate`) put the output on the scale of the
 Gaussian targets: with the mean (a geometric mean of 14 broad beliefs) the raw output is nearly flat, with the paper's
 sum its amplitude spans many orders of magnitude between images; ``t`` = number of neighbours turns the mean back
-into the sum, so both are the same family.
+into the sum, so both are the same family. The per-edge weights ``g_{a|v}`` (1 in the paper: every message counts
+the same) make the combination a learnt log-linear pool of the messages.
+
+Two initialisations (``init``):
+
+* ``"identity"`` (default): the self-connection kernel is a delta with weight 1 and every other edge has weight 0,
+  so before training the output is the part detector's own heatmap (``ReLU(h_a) + floor``) and the validation PCK
+  of the combined model starts at the part detector's; training then raises the weights of the messages that lower
+  the loss. The pairwise kernels still start from the displacement histograms.
+* ``"histogram"``: the paper's: every message with weight 1 from the histograms, output scale set by
+  :meth:`SpatialModel.calibrate`. On LSPET this started far below the part detector (pose/models/README.md).
 
 Kernel ``w_{a|v}`` at offset ``d`` answers "if ``v`` is at ``p + d``, how likely is ``a`` at ``p``": it is initialised
 from the training set's histogram of displacements ``p_v - p_a`` (in heatmap cells). The kernel is ``S x S`` with
@@ -167,10 +177,12 @@ class SpatialModel(nn.Module):
         self.bias = nn.Parameter(torch.full((e,), float(bias_init)))
         self.log_scale = nn.Parameter(torch.zeros(num_joints))
         self.log_temperature = nn.Parameter(torch.zeros(num_joints))
+        self.edge_weight = nn.Parameter(torch.ones(e))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # files written before the temperature existed: t = 1 (log t = 0) is exactly the old model
+        # files written before the temperature / edge weights existed: t = 1 and g = 1 are exactly the old model
         state_dict.setdefault(prefix + "log_temperature", torch.zeros(self.num_joints))
+        state_dict.setdefault(prefix + "edge_weight", torch.ones(len(self.edges)))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def potentials(self) -> Tensor:
@@ -192,10 +204,10 @@ class SpatialModel(nn.Module):
         return torch.exp(t * self.log_beliefs(heatmaps) + s)
 
     def log_beliefs(self, heatmaps: Tensor) -> Tensor:
-        """reduce_v log e_{a|v}: Tensor[N, K, h, w] -> Tensor[N, K, h, w] (before temperature and scale)."""
+        """reduce_v g_{a|v} log e_{a|v}: Tensor[N, K, h, w] -> Tensor[N, K, h, w] (before temperature and scale)."""
         beliefs = self.pair_beliefs(heatmaps).clamp_min(0.0)  # FFT round-off can dip below 0 by ~1e-7
         floor = F.softplus(self.bias).to(beliefs.dtype)[None, :, None, None]
-        logs = torch.log(beliefs + floor)
+        logs = torch.log(beliefs + floor) * self.edge_weight.to(beliefs.dtype)[None, :, None, None]
         n, _, h, w = heatmaps.shape
         total = logs.new_zeros(n, self.num_joints, h, w).index_add(1, self.targets, logs)
         if self.reduce == "mean":
@@ -225,6 +237,25 @@ class SpatialModel(nn.Module):
         prob = torch.where(total > 0, hist / total.clamp_min(1e-12), uniform)
         prob = (1 - floor) * prob + floor * uniform
         self.weight.copy_(inverse_softplus(prob))
+
+    @torch.no_grad()
+    def init_identity(self) -> None:
+        """Make the model pass each joint's own heatmap through: self-connection kernels become deltas with edge
+        weight 1 (after the reduce), every other edge weight 0, temperature and scale 1. The output is then
+        ``ReLU(h_a) + SoftPlus(b_{a|a})`` (up to FFT round-off); the other kernels keep their values (call
+        :meth:`init_from_displacements` first). Needs the self-connections."""
+        own = self.targets == self.sources
+        missing = sorted(set(range(self.num_joints)) - set(self.targets[own].tolist()))
+        if missing:
+            raise ValueError(f"identity initialisation needs self-connections (joints {missing} have none)")
+        c = self.kernel_size // 2
+        delta = torch.full((self.kernel_size, self.kernel_size), -30.0)  # SoftPlus(-30) ~ 1e-13
+        delta[c, c] = float(inverse_softplus(torch.tensor(1.0)))
+        self.weight[own] = delta
+        per_self = self.neighbour_counts[self.targets] if self.reduce == "mean" else torch.ones(len(self.edges))
+        self.edge_weight.copy_(torch.where(own, per_self, torch.zeros_like(per_self)))
+        self.log_temperature.zero_()
+        self.log_scale.zero_()
 
     @torch.no_grad()
     def calibrate(self, heatmaps: Tensor, contrast: float = 100.0) -> None:

@@ -28,7 +28,7 @@ from cvcore.io import atomic_write_json, safe_torch_load
 from cvcore.nn import build_optimizer, build_scheduler
 from pose.config import PoseConfig, StageConfig
 from pose.data import CropCache, PoseEvalSet, PoseTrainSet, build_crop_cache, select_range
-from pose.estimator import build_pose_model, save_model_file
+from pose.estimator import build_pose_model, init_from_model_file, save_model_file
 from pose.model import STAGES, PoseModel
 
 __all__ = ["train", "build_stage_optimizer", "evaluate_pck", "PoseData", "load_pose_data", "load_val_cache",
@@ -143,13 +143,19 @@ def _stage_state(path: Path) -> dict:
 
 
 def _init_spatial_model(model: PoseModel, data: PoseData, cfg: PoseConfig) -> None:
-    """Kernels from the training set's displacement histograms (in heatmap cells), then output-scale calibration
-    on the frozen part detector's output for a few unaugmented training crops."""
+    """Kernels from the training set's displacement histograms (in heatmap cells); then either the identity start
+    (``init: identity``: the output is the part detector's) or the paper's all-messages start with its output scale
+    calibrated on the frozen part detector's output for a few unaugmented training crops (``init: histogram``)."""
+    scfg = cfg.model.spatial_model
+    if scfg.init not in ("identity", "histogram"):
+        raise ValueError(f"unknown model.spatial_model.init '{scfg.init}' (identity, histogram)")
     cache = data.train_set.cache
     stride = cfg.codec.stride
     model.spatial_model.init_from_displacements(torch.from_numpy(cache.joints / stride),
-                                                torch.from_numpy(cache.visible),
-                                                blur=cfg.model.spatial_model.histogram_blur)
+                                                torch.from_numpy(cache.visible), blur=scfg.histogram_blur)
+    if scfg.init == "identity":
+        model.spatial_model.init_identity()
+        return
     ow, oh = data.train_set.out_size
     h, w = cache.images.shape[1:3]
     x0, y0 = (w - ow) // 2, (h - oh) // 2
@@ -191,6 +197,10 @@ def train(cfg: PoseConfig, progress: bool = True, stages: tuple[str, ...] = STAG
     data = load_pose_data(cfg, progress=progress)
     _barrier_unless(not main, dist_info)
     model = build_pose_model(cfg, len(data.joint_names), data.skeleton, data.flip_pairs)
+    if cfg.train.init_from:  # a stage's own checkpoint, when there is one, still takes precedence (resume)
+        fresh = init_from_model_file(model, cfg.train.init_from)
+        log.info("initialised from %s%s", cfg.train.init_from,
+                 f" (kept fresh: {', '.join(fresh)})" if fresh else " (every weight)")
     alphas = tuple(cfg.eval.alphas)
     results: dict[str, Any] = {}
     previous: Path | None = None

@@ -38,6 +38,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from cvcore.io import atomic_write_bytes
 from rcnn import _ss_grouping as grouping
 
 __all__ = [
@@ -316,21 +317,6 @@ def proposal_best_iou(proposals: np.ndarray, gt_boxes: np.ndarray) -> np.ndarray
 # Cache
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    try:
-        from cvcore.io import atomic_write_bytes
-    except ImportError:  # pragma: no cover - the core provides it
-        import tempfile
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-        return
-    atomic_write_bytes(path, data)
-
-
 class ProposalCache:
     """Per-image proposal files ``<cache_dir>/<key[:2]>/<key>.npz``, written atomically.
 
@@ -367,7 +353,7 @@ class ProposalCache:
         buffer = io.BytesIO()
         np.savez(buffer, boxes=np.asarray(boxes, np.float32))
         path = self.path(key)
-        _atomic_write_bytes(path, buffer.getvalue())
+        atomic_write_bytes(path, buffer.getvalue())
         return path
 
 

@@ -37,7 +37,7 @@ from tqdm import tqdm
 from cvcore.config import config_to_dict, save_config
 from cvcore.datasets import DetectionRecord, read_voc
 from cvcore.device import resolve_device, seed_everything, set_num_threads
-from cvcore.evaluation import eval_detections
+from cvcore.evaluation import eval_detections, f1_threshold
 from cvcore.evaluation.plots import plot_pr_curves
 from cvcore.io import atomic_torch_save, atomic_write_bytes, atomic_write_json, load_image, safe_torch_load
 from rcnn.bbox_regression import BoxRegressor, fit_box_regressor
@@ -416,6 +416,10 @@ def _train(cfg: RCNNConfig, out: Path, progress: bool) -> tuple[Detector, dict[s
         plot_pr_curves(full, out / "pr_curves.png")
         timings["evaluation"] = time.time() - t
         detector.meta["metrics"] = {k: report[k] for k in ("val", "val_no_bbox_reg", "val_softmax") if k in report}
+        # `detect --vis` draws detections from the validation F1-optimal score threshold by default
+        vis_thr, f1 = f1_threshold(full)
+        report["val"]["f1_threshold"], report["val"]["f1"] = round(vis_thr, 4), round(f1, 4)
+        detector.meta["vis_thr"] = round(vis_thr, 4)
         log.info("val %s mAP %.4f %s", cfg.train.metric, full["mAP"], report["val"]["AP"])
     report["seconds"] = {k: round(v, 1) for k, v in timings.items()}
     detector.save(out / "detector.pt")

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from cvcore.cli import CLIError, add_common_args, run_cli, setup_logging
-from cvcore.evaluation.detection import METRICS, eval_detections
+from cvcore.evaluation.detection import METRICS, eval_detections, f1_threshold
 from cvcore.evaluation.plots import plot_pck_curve, plot_pr_curves
 from cvcore.evaluation.pose import NORMALISERS, PCKEvaluator, pooled_parts
 
@@ -218,6 +218,7 @@ def _eval_map(argv: Sequence[str] | None) -> int:
         log.warning(f"warning: ground-truth classes not in the prediction file's classes were ignored: {dropped}")
 
     result = eval_detections(preds, gts, classes, iou_thr=args.iou, metric=args.metric)
+    result["f1_threshold"], result["f1"] = f1_threshold(result)
 
     if args.plot_dir:
         out = Path(args.plot_dir)
@@ -226,7 +227,8 @@ def _eval_map(argv: Sequence[str] | None) -> int:
             plot_pr_curves(result, out / f"pr_{_safe_name(c)}.png", classes=[c])
     if args.json:
         summary = {"metric": args.metric, "mAP": _json_number(result["mAP"]),
-                   "AP": {c: _json_number(result["AP"][c]) for c in classes}}
+                   "AP": {c: _json_number(result["AP"][c]) for c in classes},
+                   "f1": round(result["f1"], 4), "f1_threshold": round(result["f1_threshold"], 4)}
         print(json.dumps(summary, indent=2))
     elif not args.quiet:
         print(_map_table(result, classes, len(records)))
@@ -243,6 +245,9 @@ def _map_table(result: Mapping[str, Any], classes: Sequence[str], num_images: in
         lines.append(f"{c:<{width}}  {result['num_positives'][c]:>6}  {result['num_detections'][c]:>7}  "
                      f"{_pct(ap):>6}")
     lines += ["-" * (width + 25), f"{'mAP':<{width}}  {'':>6}  {'':>7}  {_pct(result['mAP']):>6}"]
+    if "f1" in result:
+        lines += ["", f"best F1 {_pct(result['f1'])}% (all classes pooled) at score >= {result['f1_threshold']:.4g}"
+                  " (a choice for detect --vis-thr)"]
     return "\n".join(lines)
 
 

@@ -203,7 +203,8 @@ def eval_detections(
 
     Returns:
         ``{"metric", "iou_thr", "mAP", "AP": {cls: ap}, "pr": {cls: (rec[D'], prec[D'])},
-        "num_positives": {cls: n}, "num_detections": {cls: n}}``. Classes with no positives get AP nan and are
+        "scores": {cls: scores[D']}, "num_positives": {cls: n}, "num_detections": {cls: n}}``; ``scores`` are those
+        of the points of ``pr`` (descending). Classes with no positives get AP nan and are
         excluded from mAP (nan when no class has positives).
     """
     if metric not in METRICS:
@@ -253,14 +254,16 @@ def eval_detections(
     use_07 = metric == "voc07"
     ap: dict[str, float] = {}
     pr: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    pr_scores: dict[str, np.ndarray] = {}
     num_pos: dict[str, int] = {}
     num_det: dict[str, int] = {}
     for c in classes:
         boxes = np.concatenate(det_boxes[c]) if det_boxes[c] else np.zeros((0, 4))
         scores = np.concatenate(det_scores[c]) if det_scores[c] else np.zeros(0)
-        _, tp, fp, npos = match_detections(boxes, scores, det_images[c], gt_boxes[c], gt_difficult[c], iou_thr)
+        order, tp, fp, npos = match_detections(boxes, scores, det_images[c], gt_boxes[c], gt_difficult[c], iou_thr)
         rec, prec = precision_recall(tp, fp, npos)
         pr[c] = (rec, prec)
+        pr_scores[c] = scores[order][tp | fp]
         num_pos[c], num_det[c] = npos, len(scores)
         ap[c] = voc_ap(rec, prec, use_07) if npos > 0 else float("nan")
     defined = [v for v in ap.values() if not np.isnan(v)]
@@ -271,9 +274,38 @@ def eval_detections(
         "mAP": mean_ap,
         "AP": ap,
         "pr": pr,
+        "scores": pr_scores,
         "num_positives": num_pos,
         "num_detections": num_det,
     }
+
+
+def f1_threshold(result: dict[str, Any]) -> tuple[float, float]:
+    """The score threshold that maximises F1 over all classes' detections pooled (micro F1), from an
+    :func:`eval_detections` result: a sensible default for drawing detections (``detect --vis``).
+
+    Returns:
+        ``(threshold, f1)``: keeping detections with score >= threshold gives that F1 at the result's IoU;
+        ``(0.0, 0.0)`` when there are no ground-truth boxes or no detections.
+    """
+    scores, tps, npos = [], [], 0
+    for c, (rec, _prec) in result["pr"].items():
+        n = int(result["num_positives"][c])
+        npos += n
+        if len(rec) == 0:
+            continue
+        # a class without ground truth has recall nan: all its detections are false positives
+        tps.append(np.diff(np.rint(np.asarray(rec) * n), prepend=0.0) if n else np.zeros(len(rec)))
+        scores.append(np.asarray(result["scores"][c], np.float64))
+    if npos == 0 or not scores:
+        return 0.0, 0.0
+    s, t = np.concatenate(scores), np.concatenate(tps)
+    order = np.argsort(-s, kind="stable")
+    s, t = s[order], t[order]
+    last = np.r_[s[1:] != s[:-1], True]  # a threshold keeps every detection of its score: evaluate ties together
+    f1 = (2 * np.cumsum(t) / (np.arange(1, len(s) + 1) + npos))[last]
+    best = int(np.argmax(f1))
+    return float(s[last][best]), float(f1[best])
 
 
 def _to_numpy(x: Any) -> np.ndarray:

@@ -74,8 +74,11 @@ def test_eval_map_json(voc_case, capsys, metric, cat, dog):
     assert eval_map_main(["--pred", str(pred), "--gt", str(root), "--metric", metric, "--json"]) == 0
     out, err = capsys.readouterr()
     summary = json.loads(out)
-    assert set(summary) == {"metric", "mAP", "AP"}
+    assert set(summary) == {"metric", "mAP", "AP", "f1", "f1_threshold"}
     assert summary["metric"] == metric
+    # pooled, by score: dog TP, cat TP, FP, TP, (difficult: ignored), TP, FP, bird FP; 6 positives
+    # -> F1 after each: 2/7, 4/8, 4/9, 6/10, 8/11 (best, score 0.6), 8/12, 8/13
+    assert summary["f1"] == pytest.approx(round(8 / 11, 4)) and summary["f1_threshold"] == pytest.approx(0.6)
     assert summary["AP"]["cat"] == pytest.approx(cat, abs=1e-9)
     assert summary["AP"]["dog"] == pytest.approx(dog, abs=1e-9)
     assert summary["AP"]["bird"] is None  # no ground truth: undefined, left out of the mean

@@ -10,6 +10,7 @@ import pytest
 from cvcore.evaluation import (
     DetectionEvaluator,
     eval_detections,
+    f1_threshold,
     match_detections,
     plot_pr_curves,
     precision_recall,
@@ -205,6 +206,29 @@ def test_against_bruteforce_devkit(seed, iou_thr):
     if means07:
         assert r07["mAP"] == pytest.approx(np.mean(means07), abs=1e-12)
         assert r12["mAP"] == pytest.approx(np.mean(means12), abs=1e-12)
+
+
+def _f1_bruteforce(preds, gts, classes, thr, iou_thr=0.5):
+    """Micro F1 of the detections with score >= thr, each class matched by the devkit loop."""
+    tp = dets = npos = 0
+    for cls in classes:
+        d, g = _per_class_inputs(preds, gts, cls)
+        tp_ref, fp_ref, n, _, _ = _reference_class_ap([x for x in d if x[1] >= thr], g, iou_thr)
+        tp, dets, npos = tp + sum(tp_ref), dets + sum(tp_ref) + sum(fp_ref), npos + n
+    return 2 * tp / (dets + npos) if dets + npos else 0.0
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_f1_threshold_against_bruteforce(seed):
+    rng = np.random.default_rng(100 + seed)
+    classes = ("a", "b", "c")
+    preds, gts = _random_case(rng, num_images=int(rng.integers(2, 9)), classes=classes)
+    thr, f1 = f1_threshold(eval_detections(preds, gts, classes))
+    candidates = {float(s) for p in preds for s in np.asarray(p["scores"]).reshape(-1)}
+    best = max(_f1_bruteforce(preds, gts, classes, t) for t in candidates) if candidates else 0.0
+    assert f1 == pytest.approx(best, abs=1e-12)
+    if candidates:
+        assert _f1_bruteforce(preds, gts, classes, thr) == pytest.approx(f1, abs=1e-12)
 
 
 def test_difficult_boxes_are_ignored_not_counted():

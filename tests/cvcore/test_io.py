@@ -6,7 +6,15 @@ import pytest
 import torch
 from PIL import Image
 
-from cvcore.io import ImageReadError, atomic_torch_save, atomic_write_json, list_images, load_image, safe_torch_load
+from cvcore.io import (
+    ImageReadError,
+    atomic_torch_save,
+    atomic_write_json,
+    atomic_write_text,
+    list_images,
+    load_image,
+    safe_torch_load,
+)
 
 
 def _save(img: Image.Image, path, **kw):
@@ -98,3 +106,18 @@ def test_torch_save_load_weights_only(tmp_path):
     torch.save({"x": Evil()}, tmp_path / "evil.pt")
     with pytest.raises(ValueError, match="evil.pt"):
         safe_torch_load(tmp_path / "evil.pt")
+
+
+def test_atomic_writes_get_the_permissions_of_a_plain_open(tmp_path):
+    """Not the temp file's owner-only 0600: a new file gets what open() gives it, an existing one keeps its mode."""
+    import stat
+
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    new = atomic_write_text(tmp_path / "new.txt", "y")
+    assert stat.S_IMODE(new.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)
+    old = tmp_path / "old.txt"
+    old.write_text("a")
+    old.chmod(0o640)
+    atomic_write_text(old, "b")
+    assert stat.S_IMODE(old.stat().st_mode) == 0o640 and old.read_text() == "b"

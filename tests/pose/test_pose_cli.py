@@ -10,7 +10,7 @@ from pose_helpers import synthetic_pose, tiny_config
 from cvcore.datasets import LSP_FLIP_PAIRS, LSP_JOINTS, LSP_SKELETON, read_poses, write_detections
 from pose import PoseEstimator
 from pose.cli import pose_main, train_main
-from pose.estimator import build_pose_model, load_model_file, save_model_file
+from pose.estimator import build_pose_model, init_from_model_file, load_model_file, save_model_file
 
 
 def _save_tiny_model(tmp_path, half=True, stage="joint"):
@@ -59,6 +59,28 @@ def test_save_load_round_trip_weights_only(tmp_path, half):
         assert loaded_cfg.data.input_size == (32, 32)
     else:
         assert torch.equal(a, b)
+
+
+def test_init_from_model_file_copies_matching_weights(tmp_path):
+    path, model = _save_tiny_model(tmp_path, half=False)
+    cfg = load_model_file(path)[1]
+    torch.manual_seed(1)
+    fresh = build_pose_model(cfg, 14, LSP_SKELETON, LSP_FLIP_PAIRS, stage="joint")
+    assert init_from_model_file(fresh, path) == []
+    for k, v in model.state_dict().items():
+        assert torch.equal(fresh.state_dict()[k], v), k
+    # other joints (10 instead of 14): everything but the per-joint layers is copied, those stay fresh
+    other = build_pose_model(cfg, 10, [], [], stage="joint")
+    before = {k: v.clone() for k, v in other.state_dict().items()}
+    kept = init_from_model_file(other, path)
+    assert kept and all(other.state_dict()[k].shape != model.state_dict()[k].shape for k in kept)
+    assert all(torch.equal(other.state_dict()[k], before[k]) for k in kept)
+    copied = [k for k in before if k not in kept and k.startswith("part_detector.") and before[k].is_floating_point()]
+    assert copied and all(torch.equal(other.state_dict()[k], model.state_dict()[k]) for k in copied)
+    # another part-detector architecture: nothing fits
+    cfg.model.part_detector.channels, cfg.model.part_detector.head_channels = [5, 7, 9], [6, 6]
+    with pytest.raises(ValueError, match="none of its part-detector convolutions"):
+        init_from_model_file(build_pose_model(cfg, 14, LSP_SKELETON, LSP_FLIP_PAIRS), path)
 
 
 def test_estimator_predicts_in_original_pixels(tmp_path):
@@ -143,6 +165,9 @@ def test_pose_train_stages_resume_and_write_model(lspet_root, tmp_path, capsys):
         assert (run / stage / "done.json").is_file() and (run / stage / "log.jsonl").is_file()
     est = PoseEstimator.load(run / "model.pt", device="cpu")
     assert est.model.stage == "joint" and (run / "config.yaml").is_file() and (run / "pck.md").is_file()
+    # train.init_from: a missing model file is a clear error naming it
+    assert train_main([*args, f"train.init_from={tmp_path / 'missing.pt'}"]) != 0
+    assert "missing.pt" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -47,6 +47,7 @@ def _model(use_fft, k=4, size=9, graph="all"):
         m.bias.normal_(-2, 0.5)
         m.log_scale.normal_(0, 0.3)
         m.log_temperature.normal_(0, 0.3)
+        m.edge_weight.normal_(1, 0.3)
     return m
 
 
@@ -76,6 +77,7 @@ def test_sum_reduce_is_product_of_pair_beliefs():
     m.reduce = "sum"
     with torch.no_grad():
         m.log_temperature.zero_()
+        m.edge_weight.fill_(1.0)  # the paper: every message counts once
     x = torch.rand(1, 3, 4, 4, generator=torch.Generator().manual_seed(2))
     beliefs = direct_correlate(x[:, m.sources], F.softplus(m.weight)) + F.softplus(m.bias)[None, :, None, None]
     expected = torch.ones(1, 3, 4, 4)
@@ -147,3 +149,41 @@ def test_old_state_dict_without_temperature_loads_as_temperature_one():
     fresh = _model(True)
     fresh.load_state_dict(state)
     assert torch.equal(fresh.log_temperature, torch.zeros(4))
+
+
+@pytest.mark.parametrize("reduce", ["mean", "sum"])
+def test_identity_init_passes_own_heatmap_through(reduce):
+    """init_identity: before training the output is ReLU(h) + floor, whatever the other kernels hold."""
+    k, h, w = 3, 6, 7
+    joints = torch.rand(30, k, 2, generator=torch.Generator().manual_seed(6)) * 5
+    m = SpatialModel(k, build_graph(k, "all"), 2 * w - 1, reduce=reduce)
+    m.init_from_displacements(joints, torch.ones(30, k, dtype=torch.bool))
+    m.init_identity()
+    x = torch.randn(2, k, h, w, generator=torch.Generator().manual_seed(7))
+    own = m.targets == m.sources
+    floor = F.softplus(m.bias[own])[None, :, None, None]  # edges are sorted, so the self edges are in joint order
+    assert torch.allclose(m(x), F.relu(x) + floor, atol=1e-5)
+    # the other messages are switched off, not removed: their weights get gradients
+    m(x).square().sum().backward()
+    assert (m.edge_weight.grad[~own].abs() > 0).all()
+
+
+def test_identity_init_needs_self_connections():
+    m = SpatialModel(2, build_graph(2, "all", self_connection=False), 5)
+    with pytest.raises(ValueError, match="self-connections"):
+        m.init_identity()
+
+
+def test_edge_weights_scale_each_message_in_the_log_domain():
+    m = _model(True, k=3, size=5)
+    m.reduce = "sum"
+    x = torch.rand(1, 3, 4, 4, generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        m.log_temperature.zero_()
+        m.log_scale.zero_()
+        m.edge_weight.copy_(torch.linspace(0.0, 2.0, len(m.edges)))
+    beliefs = direct_correlate(x[:, m.sources], F.softplus(m.weight)) + F.softplus(m.bias)[None, :, None, None]
+    expected = torch.ones(1, 3, 4, 4)
+    for e, (a, _v) in enumerate(m.edges):
+        expected[:, a] *= beliefs[:, e] ** m.edge_weight[e]
+    assert torch.allclose(m(x), expected, rtol=1e-4)

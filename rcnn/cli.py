@@ -40,7 +40,7 @@ def _detect(argv: Sequence[str] | None) -> int:
     parser.add_argument("--out", required=True, help="output folder (detections.json, vis/)")
     parser.add_argument("--vis", action="store_true", help="also write the images with boxes, labels and scores")
     parser.add_argument("--vis-thr", type=float, default=None, help="score threshold for drawn boxes (default: the "
-                        "detector's vis_thr when it stores one, else 0)")
+                        "detector's vis_thr, the F1-optimal score on its validation split; 0 if it has none)")
     parser.add_argument("--score-thr", type=float, default=None, help="keep detections scoring at least this "
                         "(SVM margin; default: the model's)")
     parser.add_argument("--max-per-image", type=int, default=None, help="keep at most this many per image")

@@ -383,12 +383,18 @@ def _eval_pck(argv: Sequence[str] | None) -> int:
     if args.plot_dir:
         alphas, mean, per_joint = evaluator.curve(np.linspace(0.0, max(0.5, alpha), 51))
         plot_pck_curve(alphas, mean, Path(args.plot_dir) / "pck_curve.png", per_joint, joint_names, norm)
+    confusion = evaluator.left_right_confusion()
     if args.json:
         summary = {"alpha": alpha, "norm": norm, "PCK": _json_number(result["PCK"]),
-                   "per_joint": result["per_joint"]}
+                   "per_joint": result["per_joint"], "left_right": confusion}
         print(json.dumps(summary, indent=2))
     elif not args.quiet:
         print(_pck_table(result, joint_names))
+        if confusion is not None:
+            print(f"\nleft/right: {100 * confusion['mirrored_misses']:.1f}% of the misses are within PCK distance of "
+                  f"the mirrored joint; PCK {100 * confusion['pck_best_orientation']:.1f}% with each person scored "
+                  f"in its better left/right orientation ({confusion['people_better_mirrored']} people better "
+                  "exchanged)")
     return 0
 
 

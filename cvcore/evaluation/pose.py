@@ -126,6 +126,44 @@ def _accuracy(correct: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, float
     return per_joint, mean, counts.astype(np.int64)
 
 
+def left_right_confusion(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    mask: np.ndarray,
+    thr: float,
+    norm: np.ndarray,
+    flip_pairs: Sequence[tuple[int, int]],
+) -> dict[str, float | int]:
+    """How much of the PCK misses is left/right exchange (a diagnostic, not a metric).
+
+    Args: as :func:`pck`, plus ``flip_pairs`` the (left, right) joint index pairs.
+
+    Returns:
+        ``{"mirrored_misses"}``: of the misses, the fraction within ``thr * norm`` of the mirrored joint's annotation
+        (left <-> right; joints without a partner never count); ``"pck_best_orientation"``: the PCK (as :func:`pck`'s
+        mean) when every person is scored with its labels as predicted or all exchanged, whichever gets more joints
+        right (an upper bound on what consistent left/right labelling could add); ``"people_better_mirrored"``: how
+        many people score higher exchanged.
+    """
+    k = np.asarray(gt).shape[1]
+    mirror = np.arange(k)
+    for a, b in flip_pairs:
+        mirror[a], mirror[b] = b, a
+    pred, gt, mask = np.asarray(pred, np.float64), np.asarray(gt, np.float64), np.asarray(mask, bool)
+    alphas = np.asarray([thr], np.float64)
+    correct, valid = _correct_and_valid(pred, gt, mask, norm, alphas)
+    near_mirror, _ = _correct_and_valid(pred, gt[:, mirror], mask[:, mirror] & mask, norm, alphas)
+    misses = valid & ~correct[0]
+    paired = mirror != np.arange(k)
+    mirrored = misses & near_mirror[0] & paired[None]
+    swapped, _ = _correct_and_valid(pred[:, mirror], gt, mask, norm, alphas)
+    better = swapped[0].sum(1) > correct[0].sum(1)
+    best = np.where(better[:, None, None], pred[:, mirror], pred)
+    return {"mirrored_misses": float(mirrored.sum() / misses.sum()) if misses.any() else 0.0,
+            "pck_best_orientation": pck(best, gt, mask, thr, norm)[1],
+            "people_better_mirrored": int(better.sum())}
+
+
 # --------------------------------------------------------------------------------------------------- normalisers
 
 
@@ -337,6 +375,17 @@ class PCKEvaluator:
             "num_samples": int(len(gt)),
             "num_excluded": excluded,
         }
+
+    def left_right_confusion(self) -> dict[str, float | int] | None:
+        """:func:`left_right_confusion` of everything processed, with the left/right pairs read from the joint names
+        (``left_X`` / ``right_X``); None when the joints have no such pairs."""
+        from cvcore.datasets.records import left_right_pairs
+
+        pairs = left_right_pairs(self.joint_names)
+        if not pairs:
+            return None
+        pred, gt, mask, norm = self._stacked()
+        return left_right_confusion(pred, gt, mask, self.alpha, norm, pairs)
 
     def curve(self, alphas: Sequence[float] | np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """:func:`pck_curve` over everything processed: ``(alphas[A], mean[A], per_joint[A, K])``."""

@@ -12,6 +12,7 @@ from cvcore.evaluation import (
     bbox_normaliser,
     head_normaliser,
     joint_index,
+    left_right_confusion,
     pck,
     pck_auc,
     pck_curve,
@@ -255,3 +256,45 @@ def test_plot_pck_curve_writes_png(tmp_path):
     alphas, mean, per_joint = pck_curve(pred, gt, mask, np.full(5, 50.0))
     path = plot_pck_curve(alphas, mean, tmp_path / "pck.png", per_joint, LSP_NAMES, "torso")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_left_right_confusion_against_bruteforce(seed):
+    from cvcore.datasets import LSP_FLIP_PAIRS
+
+    rng = np.random.default_rng(seed)
+    n, k, thr = 40, 14, 0.2
+    mirror = list(range(k))
+    for a, b in LSP_FLIP_PAIRS:
+        mirror[a], mirror[b] = b, a
+    gt = rng.uniform(0, 200, (n, k, 2))
+    mask = rng.random((n, k)) > 0.15
+    norm = rng.uniform(60, 120, n)
+    norm[0] = np.nan  # no normaliser: left out
+    pred = gt + rng.normal(0, 8, (n, k, 2))
+    pred[:12] = pred[:12][:, mirror]  # whole people with left and right exchanged
+    pred[12:20, 3] += 300  # far misses
+    r = left_right_confusion(pred, gt, mask, thr, norm, LSP_FLIP_PAIRS)
+
+    def hit(p, i, j):
+        return np.linalg.norm(p - gt[i, j]) <= thr * norm[i]
+
+    misses = mirrored = 0
+    chosen = pred.copy()
+    better = 0
+    for i in range(1, n):
+        for j in range(k):
+            if mask[i, j] and not hit(pred[i, j], i, j):
+                misses += 1
+                m = mirror[j]
+                mirrored += m != j and mask[i, m] and hit(pred[i, j], i, m)
+        as_is = sum(mask[i, j] and hit(pred[i, j], i, j) for j in range(k))
+        swapped = sum(mask[i, j] and hit(pred[i, mirror[j]], i, j) for j in range(k))
+        if swapped > as_is:
+            better += 1
+            chosen[i] = pred[i][mirror]
+    acc = [np.mean([hit(chosen[i, j], i, j) for i in range(1, n) if mask[i, j]]) for j in range(k)]
+    assert r["mirrored_misses"] == pytest.approx(mirrored / misses)
+    assert r["people_better_mirrored"] == better and better >= 9  # most of the 12 exchanged people
+    assert r["pck_best_orientation"] == pytest.approx(np.mean(acc))
+    assert r["pck_best_orientation"] > pck(pred, gt, mask, thr, norm)[1]

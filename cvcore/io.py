@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -92,38 +92,41 @@ def list_images(folder: str | os.PathLike, recursive: bool = False, exts: Iterab
     return sorted(files, key=lambda p: p.relative_to(folder).as_posix())
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-_NEW_FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file (read once: os.umask is process-wide)
-
-
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, ``os.replace``). The file gets
-    the permissions a plain ``open(path, "w")`` would give it (an existing file's mode is kept), not the temp
-    file's owner-only 0600."""
+    """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, ``os.replace``). A new file gets
+    the permissions a plain ``open(path, "w")`` would give it (the temp file is created with mode 0666 and the
+    process umask applies), an existing file keeps its mode where the file system allows."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        mode = path.stat().st_mode & 0o7777
+        mode: int | None = path.stat().st_mode & 0o777
     except FileNotFoundError:
-        mode = _NEW_FILE_MODE
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        mode = None
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            fd = os.open(tmp, flags, 0o666)
+            break
+        except FileExistsError:
+            continue
+    else:  # pragma: no cover - 100 collisions of 48 random bits
+        raise FileExistsError(f"{path}: could not create a temporary file next to it")
     try:
         with os.fdopen(fd, "wb") as f:
-            if hasattr(os, "fchmod"):  # POSIX
-                os.fchmod(f.fileno(), mode)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        if mode is not None:
+            try:
+                os.chmod(tmp, mode)
+            except OSError:  # file systems without permissions (vfat, some network mounts)
+                pass
         os.replace(tmp, path)
     except BaseException:
         try:
             os.unlink(tmp)
-        except FileNotFoundError:
+        except OSError:
             pass
         raise
     return path

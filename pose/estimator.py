@@ -81,13 +81,22 @@ def resolve_model_path(path_or_name: str | Path) -> Path:
 def init_from_model_file(model: PoseModel, path_or_name: str | Path) -> list[str]:
     """Copy into ``model`` the weights of a pose model file (a path or a shipped name) whose names and shapes match,
     e.g. to fine-tune the shipped ``lspet`` model on other data or to continue its training with a new schedule.
-    Returns the names of the entries left at their fresh values (e.g. the last layer when the joints differ)."""
+    Returns the names of the entries left at their fresh values (e.g. the last layer when the joints differ).
+
+    The spatial model's weights are copied only when the file's spatial model was trained (its stage is
+    ``spatial_model`` or ``joint``) over the same graph (same edges); otherwise they all stay fresh and the spatial
+    stage initialises them as configured."""
     path = resolve_model_path(path_or_name)
     obj = safe_torch_load(path)
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise ValueError(f"{path}: not a pose model file (expected format '{FORMAT}')")
     own = model.state_dict()
-    take = {k: v.to(own[k].dtype) for k, v in obj["state_dict"].items() if k in own and own[k].shape == v.shape}
+    state = dict(obj["state_dict"])
+    same_graph = all(k in state and torch.equal(state[k], own[k])
+                     for k in ("spatial_model.targets", "spatial_model.sources") if k in own)
+    if obj.get("stage") not in ("spatial_model", "joint") or not same_graph:
+        state = {k: v for k, v in state.items() if not k.startswith("spatial_model.")}
+    take = {k: v.to(own[k].dtype) for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not any(k.startswith("part_detector.") and v.dim() >= 2 for k, v in take.items()):
         raise ValueError(f"{path}: none of its part-detector convolutions fits this model (another trunk or widths?)")
     model.load_state_dict(take, strict=False)

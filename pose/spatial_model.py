@@ -243,7 +243,9 @@ class SpatialModel(nn.Module):
         """Make the model pass each joint's own heatmap through: self-connection kernels become deltas with edge
         weight 1 (after the reduce), every other edge weight 0, temperature and scale 1. The output is then
         ``ReLU(h_a) + SoftPlus(b_{a|a})`` (up to FFT round-off); the other kernels keep their values (call
-        :meth:`init_from_displacements` first). Needs the self-connections."""
+        :meth:`init_from_displacements` first). Needs the self-connections. The self kernels' off-centre entries
+        sit where SoftPlus is flat (raw -30), so training leaves each self-connection a delta; the learning happens
+        in the edge weights and the other kernels."""
         own = self.targets == self.sources
         missing = sorted(set(range(self.num_joints)) - set(self.targets[own].tolist()))
         if missing:

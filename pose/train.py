@@ -142,13 +142,14 @@ def _stage_state(path: Path) -> dict:
     return ckpt["model"]
 
 
+SPATIAL_INITS = ("identity", "histogram")
+
+
 def _init_spatial_model(model: PoseModel, data: PoseData, cfg: PoseConfig) -> None:
     """Kernels from the training set's displacement histograms (in heatmap cells); then either the identity start
     (``init: identity``: the output is the part detector's) or the paper's all-messages start with its output scale
     calibrated on the frozen part detector's output for a few unaugmented training crops (``init: histogram``)."""
     scfg = cfg.model.spatial_model
-    if scfg.init not in ("identity", "histogram"):
-        raise ValueError(f"unknown model.spatial_model.init '{scfg.init}' (identity, histogram)")
     cache = data.train_set.cache
     stride = cfg.codec.stride
     model.spatial_model.init_from_displacements(torch.from_numpy(cache.joints / stride),
@@ -156,6 +157,8 @@ def _init_spatial_model(model: PoseModel, data: PoseData, cfg: PoseConfig) -> No
     if scfg.init == "identity":
         model.spatial_model.init_identity()
         return
+    with torch.no_grad():
+        model.spatial_model.edge_weight.fill_(1.0)  # the paper: every message counts once
     ow, oh = data.train_set.out_size
     h, w = cache.images.shape[1:3]
     x0, y0 = (w - ow) // 2, (h - oh) // 2
@@ -183,6 +186,9 @@ def build_stage_optimizer(params: list[torch.nn.Parameter], scfg: StageConfig) -
 
 def train(cfg: PoseConfig, progress: bool = True, stages: tuple[str, ...] = STAGES) -> dict[str, Any]:
     """Run the configured stages (each resumable); returns ``{stage: validation PCK}`` and writes the model file."""
+    if cfg.model.spatial_model.init not in SPATIAL_INITS:  # fail now, not after the part-detector stage
+        raise ValueError(f"unknown model.spatial_model.init '{cfg.model.spatial_model.init}' "
+                         f"({', '.join(SPATIAL_INITS)})")
     out_dir = Path(cfg.train.out_dir)
     dist_info = init_distributed(cfg.train.device)   # under torchrun: one process per GPU / CPU worker
     main = is_main_process()
@@ -197,8 +203,10 @@ def train(cfg: PoseConfig, progress: bool = True, stages: tuple[str, ...] = STAG
     data = load_pose_data(cfg, progress=progress)
     _barrier_unless(not main, dist_info)
     model = build_pose_model(cfg, len(data.joint_names), data.skeleton, data.flip_pairs)
+    spatial_loaded = False
     if cfg.train.init_from:  # a stage's own checkpoint, when there is one, still takes precedence (resume)
         fresh = init_from_model_file(model, cfg.train.init_from)
+        spatial_loaded = model.spatial_model is not None and "spatial_model.weight" not in fresh
         log.info("initialised from %s%s", cfg.train.init_from,
                  f" (kept fresh: {', '.join(fresh)})" if fresh else " (every weight)")
     alphas = tuple(cfg.eval.alphas)
@@ -219,8 +227,8 @@ def train(cfg: PoseConfig, progress: bool = True, stages: tuple[str, ...] = STAG
             results[stage] = json.loads(done.read_text())["pck"]
             previous = stage_dir / "last.pt"
             continue
-        if stage == "spatial_model" and not (stage_dir / "last.pt").is_file():
-            _init_spatial_model(model, data, cfg)
+        if stage == "spatial_model" and not (stage_dir / "last.pt").is_file() and not spatial_loaded:
+            _init_spatial_model(model, data, cfg)  # (a trained spatial model from train.init_from is kept)
         sampler = distributed_sampler(data.train_set, dist_info, seed=cfg.train.seed)
         loader = DataLoader(data.train_set, batch_size=cfg.train.batch_size, shuffle=sampler is None,
                             sampler=sampler, drop_last=True, num_workers=cfg.data.num_workers)

@@ -419,7 +419,7 @@ def _train(cfg: RCNNConfig, out: Path, progress: bool) -> tuple[Detector, dict[s
         # `detect --vis` draws detections from the validation F1-optimal score threshold by default
         vis_thr, f1 = f1_threshold(full)
         report["val"]["f1_threshold"], report["val"]["f1"] = round(vis_thr, 4), round(f1, 4)
-        detector.meta["vis_thr"] = round(vis_thr, 4)
+        detector.meta["vis_thr"] = vis_thr  # not rounded: rounding up would drop the detections at the threshold
         log.info("val %s mAP %.4f %s", cfg.train.metric, full["mAP"], report["val"]["AP"])
     report["seconds"] = {k: round(v, 1) for k, v in timings.items()}
     detector.save(out / "detector.pt")

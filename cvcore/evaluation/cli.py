@@ -392,9 +392,9 @@ def _eval_pck(argv: Sequence[str] | None) -> int:
         print(_pck_table(result, joint_names))
         if confusion is not None:
             print(f"\nleft/right: {100 * confusion['mirrored_misses']:.1f}% of the misses are within PCK distance of "
-                  f"the mirrored joint; PCK {100 * confusion['pck_best_orientation']:.1f}% with each person scored "
-                  f"in its better left/right orientation ({confusion['people_better_mirrored']} people better "
-                  "exchanged)")
+                  f"the mirrored joint; joints correct (pooled) {100 * confusion['pooled_pck']:.1f}%, "
+                  f"{100 * confusion['pooled_pck_best_orientation']:.1f}% with each person scored in its better "
+                  f"left/right orientation ({confusion['people_better_mirrored']} people better exchanged)")
     return 0
 
 

@@ -285,8 +285,9 @@ def f1_threshold(result: dict[str, Any]) -> tuple[float, float]:
     :func:`eval_detections` result: a sensible default for drawing detections (``detect --vis``).
 
     Returns:
-        ``(threshold, f1)``: keeping detections with score >= threshold gives that F1 at the result's IoU;
-        ``(0.0, 0.0)`` when there are no ground-truth boxes or no detections.
+        ``(threshold, f1)``: keeping detections with score >= threshold gives that F1 at the result's IoU (when
+        every detection is wrong: the top score and 0.0); ``(0.0, 0.0)`` when there are no ground-truth boxes or
+        no detections.
     """
     scores, tps, npos = [], [], 0
     for c, (rec, _prec) in result["pr"].items():

@@ -140,10 +140,11 @@ def left_right_confusion(
 
     Returns:
         ``{"mirrored_misses"}``: of the misses, the fraction within ``thr * norm`` of the mirrored joint's annotation
-        (left <-> right; joints without a partner never count); ``"pck_best_orientation"``: the PCK (as :func:`pck`'s
-        mean) when every person is scored with its labels as predicted or all exchanged, whichever gets more joints
-        right (an upper bound on what consistent left/right labelling could add); ``"people_better_mirrored"``: how
-        many people score higher exchanged.
+        (left <-> right; joints without a partner never count); ``"pooled_pck"``: the fraction of all valid joints
+        that are correct (pooled over joints, unlike :func:`pck`'s mean of per-joint accuracies);
+        ``"pooled_pck_best_orientation"``: the same when each person is scored with its labels as predicted or all
+        exchanged, whichever gets more of its joints right (so it is >= ``pooled_pck``; exchanging only some limbs
+        is not considered); ``"people_better_mirrored"``: how many people score higher exchanged.
     """
     k = np.asarray(gt).shape[1]
     mirror = np.arange(k)
@@ -157,11 +158,12 @@ def left_right_confusion(
     paired = mirror != np.arange(k)
     mirrored = misses & near_mirror[0] & paired[None]
     swapped, _ = _correct_and_valid(pred[:, mirror], gt, mask, norm, alphas)
-    better = swapped[0].sum(1) > correct[0].sum(1)
-    best = np.where(better[:, None, None], pred[:, mirror], pred)
+    hits, hits_swapped = correct[0].sum(1), swapped[0].sum(1)
+    total = max(int(valid.sum()), 1)
     return {"mirrored_misses": float(mirrored.sum() / misses.sum()) if misses.any() else 0.0,
-            "pck_best_orientation": pck(best, gt, mask, thr, norm)[1],
-            "people_better_mirrored": int(better.sum())}
+            "pooled_pck": float(hits.sum() / total),
+            "pooled_pck_best_orientation": float(np.maximum(hits, hits_swapped).sum() / total),
+            "people_better_mirrored": int((hits_swapped > hits).sum())}
 
 
 # --------------------------------------------------------------------------------------------------- normalisers

@@ -112,10 +112,15 @@ def test_atomic_writes_get_the_permissions_of_a_plain_open(tmp_path):
     """Not the temp file's owner-only 0600: a new file gets what open() gives it, an existing one keeps its mode."""
     import stat
 
-    plain = tmp_path / "plain.txt"
-    plain.write_text("x")
-    new = atomic_write_text(tmp_path / "new.txt", "y")
-    assert stat.S_IMODE(new.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)
+    for umask in (0o022, 0o077, 0o002):  # the umask in force when writing applies, as for open()
+        old_umask = os.umask(umask)
+        try:
+            plain = tmp_path / f"plain{umask}.txt"
+            plain.write_text("x")
+            new = atomic_write_text(tmp_path / f"new{umask}.txt", "y")
+        finally:
+            os.umask(old_umask)
+        assert stat.S_IMODE(new.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode) == 0o666 & ~umask
     old = tmp_path / "old.txt"
     old.write_text("a")
     old.chmod(0o640)

@@ -77,6 +77,14 @@ def test_init_from_model_file_copies_matching_weights(tmp_path):
     assert all(torch.equal(other.state_dict()[k], before[k]) for k in kept)
     copied = [k for k in before if k not in kept and k.startswith("part_detector.") and before[k].is_floating_point()]
     assert copied and all(torch.equal(other.state_dict()[k], model.state_dict()[k]) for k in copied)
+    # a file whose spatial model was never trained (stage part_detector), or another graph: spatial model stays fresh
+    pd_path, _ = _save_tiny_model(tmp_path / "pd", half=False, stage="part_detector")
+    kept = init_from_model_file(build_pose_model(cfg, 14, LSP_SKELETON, LSP_FLIP_PAIRS, stage="joint"), pd_path)
+    assert kept and all(k.startswith("spatial_model.") for k in kept)
+    cfg_skel = load_model_file(path)[1]
+    cfg_skel.model.spatial_model.graph = "skeleton"
+    kept = init_from_model_file(build_pose_model(cfg_skel, 14, LSP_SKELETON, LSP_FLIP_PAIRS, stage="joint"), path)
+    assert "spatial_model.neighbour_counts" in kept and "spatial_model.targets" in kept
     # another part-detector architecture: nothing fits
     cfg.model.part_detector.channels, cfg.model.part_detector.head_channels = [5, 7, 9], [6, 6]
     with pytest.raises(ValueError, match="none of its part-detector convolutions"):
@@ -168,6 +176,17 @@ def test_pose_train_stages_resume_and_write_model(lspet_root, tmp_path, capsys):
     # train.init_from: a missing model file is a clear error naming it
     assert train_main([*args, f"train.init_from={tmp_path / 'missing.pt'}"]) != 0
     assert "missing.pt" in capsys.readouterr().err
+    # ... and an existing one starts the stages from its weights, its trained spatial model included (lr ~0: the
+    # convolution and spatial weights stay exactly the file's instead of a fresh or identity initialisation)
+    again = [a if not a.startswith("train.out_dir=") else f"train.out_dir={tmp_path / 'again'}" for a in args]
+    assert train_main([*again, f"train.init_from={run / 'model.pt'}", "train.part_detector.lr=1e-12",
+                       "train.spatial_model.lr=1e-12", "train.joint.epochs=0"]) == 0
+    capsys.readouterr()
+    src, out = torch.load(run / "model.pt", weights_only=True), torch.load(tmp_path / "again" / "model.pt",
+                                                                           weights_only=True)
+    for k, v in src["state_dict"].items():
+        if v.dim() >= 2 or k.startswith("spatial_model."):
+            assert torch.equal(out["state_dict"][k], v), k
 
 
 @pytest.mark.slow

@@ -149,6 +149,10 @@ def test_old_state_dict_without_temperature_loads_as_temperature_one():
     fresh = _model(True)
     fresh.load_state_dict(state)
     assert torch.equal(fresh.log_temperature, torch.zeros(4))
+    # files from before the per-edge weights: every message weight 1, exactly the old model
+    state = {k: v for k, v in m.state_dict().items() if k != "edge_weight"}
+    fresh.load_state_dict(state)
+    assert torch.equal(fresh.edge_weight, torch.ones(len(fresh.edges)))
 
 
 @pytest.mark.parametrize("reduce", ["mean", "sum"])

@@ -415,7 +415,8 @@ def detection_pictures(report: Report, name: str, folder: Path, limit: int, vis_
     _, dets = read_detections(folder / "detections.json")
     drawn = {Path(f).stem: int((d.scores >= vis_thr).sum()) for f, d in dets.items()}
     for path in vis_images(folder / "vis", limit):
-        report.image(path, f"{name} on {path.stem}: {drawn.get(path.stem, 0)} boxes with SVM score >= {vis_thr:g}")
+        n = drawn.get(path.stem, 0)
+        report.image(path, f"{name} on {path.stem}: {n} box{'es' if n != 1 else ''} with SVM score >= {vis_thr:.4g}")
 
 
 def build_report(out: Path, ctx: dict) -> Report:

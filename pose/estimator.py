@@ -54,15 +54,17 @@ def build_pose_model(cfg: PoseConfig, num_joints: int, skeleton: Sequence[tuple[
 
 
 def save_model_file(path: str | Path, model: PoseModel, cfg: PoseConfig, joint_names: Sequence[str],
-                    skeleton: Sequence[tuple[int, int]], metrics: dict | None = None, half: bool = True) -> Path:
-    """Write a self-contained model file (atomically); floating-point weights in fp16 when ``half``."""
+                    skeleton: Sequence[tuple[int, int]], metrics: dict | None = None, half: bool = True,
+                    extra: dict | None = None) -> Path:
+    """Write a self-contained model file (atomically); floating-point weights in fp16 when ``half``; ``extra``:
+    more plain entries (e.g. ``init_from``: the file the training started from, with its SHA-256)."""
     from cvcore.config import config_to_dict
 
     state = {k: (v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu())
              for k, v in model.state_dict().items()}
     obj = {"format": FORMAT, "version": VERSION, "config": config_to_dict(cfg), "joint_names": list(joint_names),
            "skeleton": [list(map(int, e)) for e in skeleton], "flip_pairs": [list(map(int, p)) for p in model.flip_pairs],
-           "stage": model.stage, "state_dict": state, "metrics": metrics or {}}
+           "stage": model.stage, "state_dict": state, "metrics": metrics or {}, **(extra or {})}
     return atomic_torch_save(obj, path)
 
 

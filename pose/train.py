@@ -8,6 +8,7 @@ resolved config in ``<out_dir>/config.yaml``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -28,7 +29,7 @@ from cvcore.io import atomic_write_json, safe_torch_load
 from cvcore.nn import build_optimizer, build_scheduler
 from pose.config import PoseConfig, StageConfig
 from pose.data import CropCache, PoseEvalSet, PoseTrainSet, build_crop_cache, select_range
-from pose.estimator import build_pose_model, init_from_model_file, save_model_file
+from pose.estimator import build_pose_model, init_from_model_file, resolve_model_path, save_model_file
 from pose.model import STAGES, PoseModel
 
 __all__ = ["train", "build_stage_optimizer", "evaluate_pck", "PoseData", "load_pose_data", "load_val_cache",
@@ -204,8 +205,11 @@ def train(cfg: PoseConfig, progress: bool = True, stages: tuple[str, ...] = STAG
     _barrier_unless(not main, dist_info)
     model = build_pose_model(cfg, len(data.joint_names), data.skeleton, data.flip_pairs)
     spatial_loaded = False
+    extra: dict[str, Any] = {}
     if cfg.train.init_from:  # a stage's own checkpoint, when there is one, still takes precedence (resume)
-        fresh = init_from_model_file(model, cfg.train.init_from)
+        source = resolve_model_path(cfg.train.init_from)
+        extra["init_from"] = {"path": str(source), "sha256": hashlib.sha256(source.read_bytes()).hexdigest()}
+        fresh = init_from_model_file(model, source)
         spatial_loaded = model.spatial_model is not None and "spatial_model.weight" not in fresh
         log.info("initialised from %s%s", cfg.train.init_from,
                  f" (kept fresh: {', '.join(fresh)})" if fresh else " (every weight)")
@@ -261,13 +265,15 @@ def train(cfg: PoseConfig, progress: bool = True, stages: tuple[str, ...] = STAG
         if main:
             atomic_write_json(stage_dir / "pck.json", pck)
             atomic_write_json(done, {"stage": stage, "steps": steps, "pck": pck})
-            save_model_file(stage_dir / "model.pt", model, cfg, data.joint_names, data.skeleton, metrics=pck)
+            save_model_file(stage_dir / "model.pt", model, cfg, data.joint_names, data.skeleton, metrics=pck,
+                            extra=extra)
         results[stage] = pck
         previous = stage_dir / "last.pt"
         log.info("stage %s: val PCK %s", stage, ", ".join(f"@{a} {pck[f'PCK@{a}']:.1f}" for a in alphas))
     if results and main:
         last = list(results)[-1]
-        save_model_file(out_dir / "model.pt", model, cfg, data.joint_names, data.skeleton, metrics=results[last])
+        save_model_file(out_dir / "model.pt", model, cfg, data.joint_names, data.skeleton, metrics=results[last],
+                        extra=extra)
         atomic_write_json(out_dir / "pck.json", results)
         (out_dir / "pck.md").write_text(format_pck_table(results, alphas) + "\n")
     return results

@@ -187,6 +187,10 @@ def test_pose_train_stages_resume_and_write_model(lspet_root, tmp_path, capsys):
     for k, v in src["state_dict"].items():
         if v.dim() >= 2 or k.startswith("spatial_model."):
             assert torch.equal(out["state_dict"][k], v), k
+    import hashlib  # the model file records where it started from
+
+    assert out["init_from"] == {"path": str(run / "model.pt"),
+                                "sha256": hashlib.sha256((run / "model.pt").read_bytes()).hexdigest()}
 
 
 @pytest.mark.slow

@@ -15,17 +15,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from cvcore.datasets.records import flip_permutation  # re-exported: the pose code's import path
 from cvcore.ops import decode_heatmaps, render_gaussian_heatmaps
 
 __all__ = ["HeatmapCodec", "flip_permutation"]
-
-
-def flip_permutation(num_joints: int, flip_pairs: Sequence[tuple[int, int]]) -> list[int]:
-    """Index permutation that swaps left and right joints: ``flipped[:, perm]`` relabels a mirrored pose."""
-    perm = list(range(num_joints))
-    for a, b in flip_pairs:
-        perm[a], perm[b] = b, a
-    return perm
 
 
 class HeatmapCodec:
@@ -85,7 +78,7 @@ class HeatmapCodec:
     @staticmethod
     def flip_back(heatmaps: Tensor, flip_pairs: Sequence[tuple[int, int]]) -> Tensor:
         """Heatmaps Tensor[N, K, h, w] predicted on a mirrored input -> heatmaps in the original frame and labels."""
-        perm = flip_permutation(heatmaps.shape[1], flip_pairs)
+        perm = torch.from_numpy(flip_permutation(heatmaps.shape[1], flip_pairs)).to(heatmaps.device)
         return heatmaps.flip(-1)[:, perm]
 
     def flip_test(self, predict_fn, images: Tensor, flip_pairs: Sequence[tuple[int, int]]) -> Tensor:

@@ -251,11 +251,11 @@ class SpatialModel(nn.Module):
         if missing:
             raise ValueError(f"identity initialisation needs self-connections (joints {missing} have none)")
         c = self.kernel_size // 2
-        delta = torch.full((self.kernel_size, self.kernel_size), -30.0)  # SoftPlus(-30) ~ 1e-13
-        delta[c, c] = float(inverse_softplus(torch.tensor(1.0)))
-        self.weight[own] = delta
-        per_self = self.neighbour_counts[self.targets] if self.reduce == "mean" else torch.ones(len(self.edges))
-        self.edge_weight.copy_(torch.where(own, per_self, torch.zeros_like(per_self)))
+        self.weight[own] = -30.0  # SoftPlus(-30) ~ 1e-13
+        self.weight[own, c, c] = float(inverse_softplus(torch.tensor(1.0)))
+        # weight 1 after the reduce: the mean divides by the number of neighbours
+        per_self = self.neighbour_counts[self.targets] if self.reduce == "mean" else 1.0
+        self.edge_weight.copy_(own * per_self)
         self.log_temperature.zero_()
         self.log_scale.zero_()
 

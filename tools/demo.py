@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import json
 import logging
@@ -124,18 +125,22 @@ def model_path(name: str, kind: str, models_dir: Path | None) -> Path | None:
     return path if path.is_file() else None
 
 
-def stored_metrics(path: Path) -> dict:
-    """The validation metrics saved inside a model file ({} when there are none)."""
+@functools.cache
+def _model_file(path: Path) -> dict:
+    """A model file's top-level dict, read once per run (weights only)."""
     from cvcore.io import safe_torch_load
 
-    return dict(safe_torch_load(path).get("metrics") or {})
+    return safe_torch_load(path)
+
+
+def stored_metrics(path: Path) -> dict:
+    """The validation metrics saved inside a model file ({} when there are none)."""
+    return dict(_model_file(path).get("metrics") or {})
 
 
 def stored_vis_thr(path: Path, default: float = 0.0) -> float:
     """The score threshold for drawing detections saved in a detector file (key ``vis_thr``), else ``default``."""
-    from cvcore.io import safe_torch_load
-
-    return float(safe_torch_load(path).get("vis_thr", default))
+    return float(_model_file(path).get("vis_thr", default))
 
 
 def training_logs(path: Path, out: Path) -> dict[str, Path]:
@@ -276,7 +281,7 @@ def evaluate_detector(tools: Tools, ref: str, root: Path, files: Sequence[Path],
 
     subset = atomic_write_text(out / "subset.txt", "".join(f"{p.name}\n" for p in files))
     det = tools("detect", image_folder(files, out / "images"), "--model", ref, "--out", out, "--vis",
-                *(["--vis-thr", vis_thr] if vis_thr != 0 else []))
+                "--vis-thr", vis_thr)
     result = tools("eval-map", "--pred", out / "detections.json", "--gt", root, "--subset", subset, "--plot-dir", out)
     return {**result, "images": len(files), "total": total, "seconds_per_image": det.get("seconds_per_image"),
             "pr_curves": out / "pr_curves.png"}
@@ -356,7 +361,7 @@ def run_detectors(tools: Tools, files: dict[str, Path | None], refs: dict[str, s
         folder = out / name
         images = smears / "JPEGImages" if DETECTORS[name] == "smears" else photos
         run = tools("detect", images, "--model", refs[name], "--out", folder, "--vis",
-                    *(["--vis-thr", vis_thr[name]] if vis_thr[name] != 0 else []))
+                    "--vis-thr", vis_thr[name])
         detections[name] = folder
         models[name] = {"file": files[name].name, "stored": stored_metrics(files[name]),
                         "speed": f"{run['seconds_per_image']:.1f} s/image"}

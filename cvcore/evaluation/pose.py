@@ -146,10 +146,10 @@ def left_right_confusion(
         exchanged, whichever gets more of its joints right (so it is >= ``pooled_pck``; exchanging only some limbs
         is not considered); ``"people_better_mirrored"``: how many people score higher exchanged.
     """
+    from cvcore.datasets.records import flip_permutation
+
     k = np.asarray(gt).shape[1]
-    mirror = np.arange(k)
-    for a, b in flip_pairs:
-        mirror[a], mirror[b] = b, a
+    mirror = flip_permutation(k, flip_pairs)
     pred, gt, mask = np.asarray(pred, np.float64), np.asarray(gt, np.float64), np.asarray(mask, bool)
     alphas = np.asarray([thr], np.float64)
     correct, valid = _correct_and_valid(pred, gt, mask, norm, alphas)

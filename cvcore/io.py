@@ -1,4 +1,4 @@
-"""Image loading, folder walking and atomic file writes.
+"""Image loading, folder walking, atomic file writes and read-ahead (:func:`prefetch`).
 
 Every image enters the project through :func:`load_image` as ``np.ndarray[H, W, 3]`` RGB ``uint8``, whatever the file
 holds (EXIF orientation, grayscale, RGBA, palette, 16-bit, CMYK). Every output and checkpoint leaves it through an
@@ -12,16 +12,18 @@ import io
 import json
 import os
 import secrets
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 __all__ = [
     "IMAGE_EXTS", "ImageReadError", "load_image", "to_rgb_uint8", "list_images", "atomic_write_bytes",
-    "atomic_write_text", "atomic_write_json", "atomic_torch_save", "safe_torch_load",
+    "atomic_write_text", "atomic_write_json", "atomic_torch_save", "safe_torch_load", "prefetch",
 ]
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif")
@@ -162,3 +164,23 @@ def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # corrupt zip, pickle with disallowed globals, truncated file
         raise ValueError(f"{path}: cannot load as a weights-only torch file ({type(e).__name__}: {e})") from None
+
+
+T = TypeVar("T")
+
+
+def prefetch(fn: Callable[[T], Any], items: Iterable[T], workers: int = 1) -> Iterator[Any]:
+    """``map(fn, items)``, in order, computed up to ``workers`` items ahead in threads (``workers <= 0``: plain
+    ``map``). Image decoding and proposals of the next images overlap the CNN of the current one this way, and warping
+    the next batch of crops overlaps the CNN of the current batch: NumPy, OpenCV and torch release the GIL."""
+    if workers <= 0:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        pending: deque = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) > workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()

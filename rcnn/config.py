@@ -30,6 +30,8 @@ class ProposalConfig:
     train_per_image: int = 500          # top-ranked proposals kept per training image (paper: all, ~2,000)
     test_per_image: int = 1000          # ... per test image
     min_size: int = 10                  # boxes narrower or shorter than this (px of the resized image) are dropped
+    segmenter: str = "auto"             # Felzenszwalb implementation (native backend): auto | native | opencv |
+                                        # skimage; the resolved name is stored in the detector and used at test time
 
 
 @dataclass
@@ -46,7 +48,8 @@ class FeatureConfig:
     pool_size: int = 2                  # shared: roi_align grid per proposal on the conv map of ``layer``
     roi_hidden: int = 0                 # shared: > 0 adds a fully connected layer (+ ReLU) of this size on the grid
                                         # (Fast R-CNN fc6); its output is the feature. Trained by fine-tuning.
-    batch_size: int = 64                # warp: crops per forward pass
+    batch_size: int = 0                 # warp: crops per forward pass; 0 = auto (rcnn.features.auto_batch_size:
+                                        # ~200k input pixels on the CPU, e.g. 16 crops of 112 px; 128 on CUDA)
     target_norm: float = 20.0           # features rescaled to this mean L2 norm (paper: 20)
     channels_last: bool = True
 

@@ -59,17 +59,28 @@ def resolve_model_path(path_or_name: str | Path) -> Path:
 
 
 def selective_search_proposals(mode: str = "fast", backend: str = "native", max_side: int = 500,
-                               top_k: int = 1000, min_size: int = 10) -> Callable[[np.ndarray], np.ndarray]:
+                               top_k: int = 1000, min_size: int = 10, segmenter: str = "auto"
+                               ) -> Callable[[np.ndarray], np.ndarray]:
     """Proposal function ``image -> float32[N, 4]``: the ``top_k`` highest-ranked selective-search boxes (sides of
-    at least ``min_size`` pixels at the ``max_side`` working size)."""
+    at least ``min_size`` pixels at the ``max_side`` working size; Felzenszwalb by ``segmenter``)."""
 
     def propose(image: np.ndarray) -> np.ndarray:
         from rcnn.proposals import selective_search
 
         return selective_search(image, mode=mode, backend=backend, max_side=max_side, min_size=min_size,
-                                max_boxes=top_k)
+                                max_boxes=top_k, segmenter=segmenter)
 
     return propose
+
+
+def training_segmenter(props: dict[str, Any]) -> str:
+    """The Felzenszwalb segmenter a detector's training proposals came from, for its test-time proposals: the
+    ``segmenter`` it stores, else (detectors trained before the native one existed) OpenCV's when importable.
+    Test-time proposals from another segmenter cost or gain up to ~4 points of mAP on these small validation sets
+    (rcnn/models/README.md)."""
+    from rcnn.proposals import _opencv_segmentation_available
+
+    return props.get("segmenter") or ("opencv" if _opencv_segmentation_available() else "auto")
 
 
 class Detector:
@@ -161,8 +172,11 @@ class Detector:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], device: str | torch.device = "cpu",
-                  propose: Callable[[np.ndarray], np.ndarray] | None = None, where: str = "detector") -> Detector:
-        """Rebuild a detector from :meth:`to_dict` output."""
+                  propose: Callable[[np.ndarray], np.ndarray] | None = None, where: str = "detector",
+                  batch_size: int = 0) -> Detector:
+        """Rebuild a detector from :meth:`to_dict` output. ``batch_size``: warp-mode crops per forward pass on this
+        machine (0: :func:`rcnn.features.auto_batch_size`); the value the training run used is not a property of the
+        model and is not reused."""
         version = d.get("format_version")
         if version not in READABLE_VERSIONS:
             raise ValueError(f"{where}: detector format version {version!r}, this code reads "
@@ -173,12 +187,12 @@ class Detector:
                                 roi_hidden=backbone.get("roi_hidden", 0), pool_size=feats["pool_size"])
         extractor = FeatureExtractor(
             net, feats["mode"], input_size=feats["input_size"], context_padding=feats["context_padding"],
-            sampling_ratio=feats["sampling_ratio"], batch_size=feats["batch_size"], scales=feats["scales"],
+            sampling_ratio=feats["sampling_ratio"], batch_size=batch_size, scales=feats["scales"],
             max_image_side=feats["max_image_side"], pool_size=feats["pool_size"], device=device,
             channels_last=feats.get("channels_last", True), weights_id=backbone.get("weights_id", ""))
         if propose is None:
             propose = selective_search_proposals(props["mode"], props["backend"], props["max_side"],
-                                                 props["test_per_image"], props["min_size"])
+                                                 props["test_per_image"], props["min_size"], training_segmenter(props))
         regressor = BoxRegressor.from_state_dict(d["regressor"]) if d.get("regressor") else None
         meta = {k: v for k, v in d.items()
                 if k not in ("format_version", "class_names", "feature_scale", "svm", "regressor", "test")}
@@ -187,10 +201,11 @@ class Detector:
 
     @classmethod
     def load(cls, path_or_name: str | Path, device: str | torch.device = "cpu",
-             propose: Callable[[np.ndarray], np.ndarray] | None = None) -> Detector:
-        """Load a detector file (``weights_only=True``) or a shipped model by name (``bccd``, ``raccoon``, ...)."""
+             propose: Callable[[np.ndarray], np.ndarray] | None = None, batch_size: int = 0) -> Detector:
+        """Load a detector file (``weights_only=True``) or a shipped model by name (``bccd``, ``raccoon``, ...);
+        ``batch_size`` as in :meth:`from_dict`."""
         path = resolve_model_path(path_or_name)
         d = safe_torch_load(path)
         if not isinstance(d, dict) or "svm" not in d:
             raise ValueError(f"{path}: not an R-CNN detector file")
-        return cls.from_dict(d, device=device, propose=propose, where=str(path))
+        return cls.from_dict(d, device=device, propose=propose, where=str(path), batch_size=batch_size)

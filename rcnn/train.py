@@ -21,12 +21,10 @@ import io
 import json
 import logging
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,19 +37,19 @@ from cvcore.datasets import DetectionRecord, read_voc
 from cvcore.device import resolve_device, seed_everything, set_num_threads
 from cvcore.evaluation import eval_detections, f1_threshold
 from cvcore.evaluation.plots import plot_pr_curves
-from cvcore.io import atomic_torch_save, atomic_write_bytes, atomic_write_json, load_image, safe_torch_load
+from cvcore.io import atomic_torch_save, atomic_write_bytes, atomic_write_json, load_image, prefetch, safe_torch_load
 from rcnn.bbox_regression import BoxRegressor, fit_box_regressor
 from rcnn.config import RCNNConfig
 from rcnn.detector import Detector, selective_search_proposals
 from rcnn.features import FeatureCache, FeatureExtractor, build_feature_net, feature_scale, state_dict_digest
+from rcnn.proposals import resolve_segmenter
 from rcnn.shard import finetune_stage, select_records
 from rcnn.svm import LinearSVMs, TrainingImage, hard_negative_mining
 
 log = logging.getLogger("rcnn.train")
-T = TypeVar("T")
 
 __all__ = ["train", "load_splits", "image_proposals", "box_sets", "extract_features", "training_images",
-           "regression_examples", "evaluate", "build_extractor", "prefetch"]
+           "regression_examples", "evaluate", "build_extractor"]
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -79,22 +77,6 @@ def load_splits(root: str, train_split: str | None, val_split: str | None, val_e
     return train, val, names
 
 
-def prefetch(fn: Callable[[T], Any], items: Iterable[T], workers: int = 1) -> Iterator[Any]:
-    """``map(fn, items)`` computed ``workers`` items ahead in threads (image decoding and proposals overlap the CNN)."""
-    if workers <= 0:
-        yield from map(fn, items)
-        return
-    with ThreadPoolExecutor(workers) as pool:
-        pending: deque = deque()
-        it = iter(items)
-        for item in it:
-            pending.append(pool.submit(fn, item))
-            if len(pending) > workers:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-
-
 def image_proposals(record: DetectionRecord, image: np.ndarray | None, cfg: RCNNConfig) -> np.ndarray:
     """All ranked selective-search boxes of one image (``float32[N, 4]``), through the per-image disk cache.
 
@@ -110,6 +92,8 @@ def image_proposals(record: DetectionRecord, image: np.ndarray | None, cfg: RCNN
     try:
         stat = path.stat()
         ident = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{p.mode}:{p.backend}:{p.max_side}:{p.min_size}"
+        if resolve_segmenter(p.segmenter) != "opencv":  # (runs before the native segmenter existed used OpenCV's)
+            ident += f":{resolve_segmenter(p.segmenter)}"
     except OSError:
         ident = str(path)
     frozen = cache_dir / "proposals_used" / f"{path.stem}-{hashlib.sha1(ident.encode()).hexdigest()[:16]}.npy"
@@ -119,7 +103,7 @@ def image_proposals(record: DetectionRecord, image: np.ndarray | None, cfg: RCNN
         except (OSError, ValueError):
             pass
     boxes = compute_proposals(record.image_path, image, mode=p.mode, backend=p.backend, max_side=p.max_side,
-                              min_size=p.min_size, cache_dir=cache_dir / "proposals")
+                              min_size=p.min_size, cache_dir=cache_dir / "proposals", segmenter=p.segmenter)
     buffer = io.BytesIO()
     np.save(buffer, np.asarray(boxes, np.float32))
     atomic_write_bytes(frozen, buffer.getvalue())
@@ -384,19 +368,21 @@ def _train(cfg: RCNNConfig, out: Path, progress: bool) -> tuple[Detector, dict[s
         timings["regression"] = time.time() - t
 
     p = cfg.proposals
+    segmenter = resolve_segmenter(p.segmenter)
     meta = {
         "config": config_to_dict(cfg),
         "backbone": backbone_spec,
         "features": {k: v for k, v in config_to_dict(cfg.features).items()
                      if k not in ("backbone", "layer", "weights", "target_norm")},
         "proposals": {"mode": p.mode, "backend": p.backend, "max_side": p.max_side,
-                      "test_per_image": p.test_per_image, "min_size": p.min_size},
+                      "test_per_image": p.test_per_image, "min_size": p.min_size, "segmenter": segmenter},
         "fine_tuned": state_dict is not None,
     }
     if softmax is not None:
         meta["softmax"] = softmax
     detector = Detector(classes, extractor, svms, regressor, scale,
-                        selective_search_proposals(p.mode, p.backend, p.max_side, p.test_per_image, p.min_size),
+                        selective_search_proposals(p.mode, p.backend, p.max_side, p.test_per_image, p.min_size,
+                                                   segmenter),
                         nms_iou=cfg.test.nms_iou, score_thr=cfg.test.score_thr,
                         max_per_image=cfg.test.max_per_image, meta=meta)
 

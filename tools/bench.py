@@ -49,7 +49,7 @@ from cvcore.datasets import DetectionRecord
 from cvcore.evaluation import eval_detections
 from cvcore.io import load_image
 from cvcore.synthetic import blood_smear
-from rcnn.detector import Detector, resolve_model_path, selective_search_proposals
+from rcnn.detector import Detector, resolve_model_path, selective_search_proposals, training_segmenter
 from rcnn.features import FeatureCache
 from rcnn.proposals import proposal_best_iou, selective_search
 from rcnn.svm import hard_negative_mining
@@ -245,17 +245,17 @@ def shrink(det: Detector, quick: bool, top_k: int | None) -> None:
         if det.extractor.mode == "shared":
             det.extractor.scales, det.extractor.max_image_side = [160], 240
     det.propose = selective_search_proposals(p["mode"], p["backend"], p["max_side"], p["test_per_image"],
-                                             p["min_size"])
+                                             p["min_size"], training_segmenter(p))
 
 
 def detection_pass(s: ImageSet, name: str, models_dir: Path | None, top_k: int | None, quick: bool,
                    input_size: int | None = None, limit: int | None = None) -> ModeRun:
     """Detector ``name`` on every image of ``s`` in the ``detect`` CLI's loop: a worker thread decodes the next image
-    and runs selective search (:func:`rcnn.train.prefetch`) while the main thread runs
+    and runs selective search (:func:`cvcore.io.prefetch`) while the main thread runs
     :meth:`Detector.detect_proposals`. Per image: the stage seconds (the detector's ``timings``, a forward hook
     splitting the CNN from the warp / RoI pooling; proposals as timed in the worker, overlapped). The loop's wall time
     per image is ``run.wall``. Warmed up first (numba, oneDNN kernels for the batch shapes), outside the timings."""
-    from rcnn.train import prefetch
+    from cvcore.io import prefetch
 
     det, trained = load_detector(name, models_dir)
     if quick or top_k:
@@ -480,10 +480,10 @@ def training_section(s: ImageSet, runs: list[ModeRun]) -> None:
 
 # ------------------------------------------------------------------------------------------------ memory
 def memory_child(args: argparse.Namespace) -> None:
-    """``detect``'s loop (:func:`rcnn.train.prefetch`: the next image is generated and its proposals computed in a
+    """``detect``'s loop (:func:`cvcore.io.prefetch`: the next image is generated and its proposals computed in a
     worker thread) over ``--memory-images`` synthetic smears; prints RSS at 1/4, 1/2 and all of them. Runs in its
     own process, so that VmHWM is detect's alone."""
-    from rcnn.train import prefetch
+    from cvcore.io import prefetch
 
     det, _ = load_detector(args.memory_model, args.rcnn_models)
     if args.quick:
@@ -571,7 +571,7 @@ def main() -> None:
     parser.add_argument("--data", default=None, help="folder with bccd/, raccoon/, lspet/ (default ../shared/data "
                         "when present), or 'none' for synthetic images")
     parser.add_argument("--limit", type=int, default=None, help="images per detection set (default 6; quick 1)")
-    parser.add_argument("--batch-sizes", default=None, help="backbone floor sweep (default 32,64,128,256)")
+    parser.add_argument("--batch-sizes", default=None, help="backbone floor sweep (default 4,8,16,32,64,128)")
     parser.add_argument("--floor-crops", type=int, default=1200, help="crops timed for the floor (default 1200)")
     parser.add_argument("--top-k", type=int, default=None, help="override proposals per image (default: model's)")
     parser.add_argument("--few", type=int, default=None, help="images per set for the selectivesearch package (2)")
@@ -583,6 +583,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--paper-images", type=int, default=1, help="images per set timed at the paper's sizes "
                         "(227 px crops, 2,000 proposals; 0 skips; default 1)")
+    parser.add_argument("--stop-after", type=int, default=6, choices=range(1, 7), metavar="N",
+                        help="print the summary after section N (default 6: every section)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks that every section runs")
     parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -592,7 +594,7 @@ def main() -> None:
     args.limit = pick(args.limit, 6, 1)
     args.few, args.pose_images = pick(args.few, 2, 0), pick(args.pose_images, 100, 4)
     args.memory_images, args.top_k = pick(args.memory_images, 200, 4), pick(args.top_k, None, 16)
-    batch_sizes = [int(b) for b in pick(args.batch_sizes, "32,64,128,256", "4,8").split(",")]
+    batch_sizes = [int(b) for b in pick(args.batch_sizes, "4,8,16,32,64,128", "4,8").split(",")]
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.memory_child:
@@ -641,9 +643,24 @@ def main() -> None:
                         f"{m['loop']:.2f} vs {floor:.2f} s/image"))
         if args.paper_images and not quick:
             paper_sizes_pass(s, args, batch_sizes, summary)
+        if args.stop_after == 1:
+            continue
         shared = detection_pass(s, s.models[1], args.rcnn_models, args.top_k, quick)
         detection.append((s, warp, shared))
 
+    def done(n: int) -> bool:
+        """After section ``n``: print the summary and stop if ``--stop-after n``."""
+        if n < args.stop_after:
+            return False
+        section("summary")
+        print("| figure | value | target | verdict | absolute |\n|---|---|---|---|---|")
+        for name, value, target, ok, absolute in summary:
+            print(f"| {name} | {value:.2f} | {target} | {ok} | {absolute} |")
+        print(f"\nbench: {time.perf_counter() - start:.0f} s wall; load average {os.getloadavg()[0]:.1f} at the end")
+        return True
+
+    if done(1):
+        return
     section("2. warp mode / shared mode, seconds per image and mAP (same images, each detector's own proposals)")
     for s, warp, shared in detection:
         print(f"\n{s.name}: {len(s.images)} images")
@@ -672,6 +689,8 @@ def main() -> None:
             summary.append((f"mAP shared - warp, points ({s.name})", diff, ">= -2", verdict(diff, -2, False),
                             f"{maps[1]:.3f} vs {maps[0]:.3f} on {len(s.images)} images"))
 
+    if done(2):
+        return
     section("3. proposals: native fast vs OpenCV ximgproc fast vs the selectivesearch package")
     for s, warp, _ in detection:
         r, note = proposal_section(s, warp.detector.meta["proposals"], args.few)
@@ -681,6 +700,8 @@ def main() -> None:
             ok = "NOT met (recall)"
         summary.append((f"proposals native / OpenCV s/image ({s.name})", r, "<= 1.0", ok, note))
 
+    if done(3):
+        return
     section("4. pose")
     pose = pose_section(data, args.pose_model, args.pose_images, 2 if quick else 4, 1, quick)
     summary.append(("pose images/s / 10", pose["images_per_s"] / 10, ">= 1.0",
@@ -688,20 +709,19 @@ def main() -> None:
     summary.append(("spatial model direct / FFT time, forward", pose["fft_speedup"], "(reported)", "-",
                     f"forward+backward {pose['fft_speedup_train']:.1f}x"))
 
+    if done(4):
+        return
     section("5. training side: feature cache, SVMs, peak memory")
     s, warp, shared = detection[0]
     training_section(s, [warp, shared])
 
+    if done(5):
+        return
     section(f"6. peak resident memory of detect over {args.memory_images} images")
     growth, ok = memory_section(args)
     summary.append((f"detect RSS growth over {args.memory_images} images, MiB", growth, "flat", ok, ""))
 
-    section("summary")
-    print("| figure | value | target | verdict | absolute |\n|---|---|---|---|---|")
-    for name, value, target, ok, absolute in summary:
-        print(f"| {name} | {value:.2f} | {target} | {ok} | {absolute} |")
-    print(f"\nbench: {time.perf_counter() - start:.0f} s wall; load average {os.getloadavg()[0]:.1f} at the end")
-
+    done(6)
 
 if __name__ == "__main__":
     main()

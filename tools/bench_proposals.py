@@ -22,6 +22,7 @@ from rcnn.proposals import proposal_best_iou, selective_search
 
 RUNS = [  # (row name, mode, backend, extra keyword arguments, use only the first `--few` images)
     ("native fast", "fast", "native", {}, False),
+    ("native fast, OpenCV's segmenter", "fast", "native", {"segmenter": "opencv"}, False),
     ("native fast, heap loop (no numba)", "fast", "native", {"loop": "heap"}, False),
     ("native fast, 2 threads", "fast", "native", {"n_workers": 2}, False),
     ("opencv fast", "fast", "opencv", {}, False),

@@ -13,6 +13,7 @@ from cvcore.io import (
     atomic_write_text,
     list_images,
     load_image,
+    prefetch,
     safe_torch_load,
 )
 
@@ -126,3 +127,33 @@ def test_atomic_writes_get_the_permissions_of_a_plain_open(tmp_path):
     old.chmod(0o640)
     atomic_write_text(old, "b")
     assert stat.S_IMODE(old.stat().st_mode) == 0o640 and old.read_text() == "b"
+
+
+@pytest.mark.parametrize("workers", [0, 1, 3])
+def test_prefetch_is_map_in_order(workers):
+    assert list(prefetch(lambda x: x * x, range(10), workers)) == [x * x for x in range(10)]
+    assert list(prefetch(str, [], workers)) == []
+
+
+def test_prefetch_computes_the_next_item_while_this_one_is_used():
+    import threading
+
+    started = [threading.Event() for _ in range(3)]
+
+    def work(i):
+        started[i].set()
+        return i
+
+    for i in prefetch(work, range(3), workers=1):
+        if i + 1 < 3:  # the consumer holds item i; item i + 1 starts without waiting for the consumer
+            assert started[i + 1].wait(timeout=10)
+
+
+def test_prefetch_raises_the_workers_error():
+    def work(i):
+        if i == 2:
+            raise ValueError("bad item 2")
+        return i
+
+    with pytest.raises(ValueError, match="bad item 2"):
+        list(prefetch(work, range(5), workers=1))

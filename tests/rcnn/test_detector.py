@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from cvcore.config import load_config
 from cvcore.datasets import read_detections
@@ -42,6 +43,21 @@ def test_train_reaches_high_ap_and_writes_outputs(trained):
     # the F1-optimal validation score threshold is stored for `detect --vis`
     det = Detector.load(trained / "detector.pt")
     assert det.meta["vis_thr"] == pytest.approx(report["val"]["f1_threshold"], abs=1e-4) and report["val"]["f1"] > 0.8
+    # the segmenter behind the training proposals is recorded, and test-time proposals use it
+    from rcnn.proposals import resolve_segmenter, selective_search
+
+    assert det.meta["proposals"]["segmenter"] == resolve_segmenter("auto")
+    image = np.asarray(Image.open(sorted(Path(cfg.data.root, "JPEGImages").glob("*.jpg"))[0]).convert("RGB"))
+    expected = selective_search(image, max_side=128, min_size=6, max_boxes=40, segmenter=resolve_segmenter("auto"))
+    np.testing.assert_array_equal(det.propose(image), expected)
+
+
+def test_detectors_without_a_recorded_segmenter_use_opencvs():
+    from rcnn.detector import training_segmenter
+    from rcnn.proposals import _opencv_segmentation_available
+
+    assert training_segmenter({"segmenter": "native"}) == "native"
+    assert training_segmenter({}) == ("opencv" if _opencv_segmentation_available() else "auto")
 
 
 def test_save_load_round_trip_is_identical(trained, rect_voc, tmp_path):

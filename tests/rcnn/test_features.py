@@ -7,7 +7,14 @@ import pytest
 import torch
 from torchvision.ops import roi_align
 
-from rcnn.features import FeatureCache, FeatureExtractor, build_feature_net, feature_scale, offline_mobilenet_weights
+from rcnn.features import (
+    FeatureCache,
+    FeatureExtractor,
+    auto_batch_size,
+    build_feature_net,
+    feature_scale,
+    offline_mobilenet_weights,
+)
 from rcnn.warp import normalize_image, warp_regions
 
 
@@ -49,6 +56,20 @@ def test_warp_mode_equals_direct_forward_and_is_batch_invariant(mobilenet):
     torch.testing.assert_close(feats, direct, atol=1e-4, rtol=1e-4)
     ex_cl = FeatureExtractor(mobilenet, "warp", input_size=32, context_padding=4, batch_size=64)
     torch.testing.assert_close(ex_cl(image, boxes), direct, atol=1e-3, rtol=1e-3)
+    serial = FeatureExtractor(mobilenet, "warp", input_size=32, context_padding=4, batch_size=2, channels_last=False,
+                              overlap_warp=False)  # the next batch warped in the same thread instead of a worker
+    torch.testing.assert_close(serial(image, boxes), feats, atol=0, rtol=0)
+
+
+def test_auto_batch_size_follows_crop_area_on_the_cpu(mobilenet):
+    assert [auto_batch_size("cpu", s) for s in (112, 128, 227, 1000)] == [16, 12, 4, 1]
+    assert auto_batch_size("cuda", 112) == 128
+    ex = FeatureExtractor(mobilenet, "warp", input_size=112)
+    assert ex.batch_size == 16
+    ex.input_size = 227
+    assert ex.batch_size == 4
+    ex.batch_size = 7
+    assert ex.batch_size == 7
 
 
 def test_shared_mode_pools_the_conv_map(mobilenet):

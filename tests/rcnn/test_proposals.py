@@ -97,7 +97,7 @@ def test_uniform_image_gives_the_whole_image():
 
 def test_segmenters_agree_on_clean_objects():
     image, gt = synthetic_scene(seed=3)
-    for segmenter in ("opencv", "skimage"):
+    for segmenter in ("native", "opencv", "skimage"):
         boxes = selective_search(image, mode="single", max_side=None, segmenter=segmenter)
         assert (proposal_best_iou(boxes, gt) > 0.9).all(), segmenter
 

@@ -15,11 +15,10 @@ The algorithm is the one of the paper's code and of OpenCV's ``ximgproc`` implem
 4. then every edge, in the same order, merges its components while either is smaller than ``min_size``;
 5. labels ``0 .. n-1`` in raster order of each component's first pixel (as OpenCV).
 
-Edges are ordered by their weight rounded to 1/128 of an intensity unit (a radix sort of uint16 keys; ties in pixel
-order) instead of by the exact float weight; merging still compares the exact weights. Against OpenCV (whose
-``std::sort`` breaks ties in no particular order) the segmentations agree up to those tie orders: the same number of
-segments within a few percent (``tests/rcnn/test_felzenszwalb.py``; a pure-Python transcription of steps 3-5 gives
-identical labels).
+Edges are sorted by their exact float weight (:func:`sort_weights`, two 16-bit radix passes; equal weights in edge
+order), so the segmentation is OpenCV's up to the order of exactly tied weights, which ``std::sort`` leaves
+unspecified: on BCCD and Raccoon images the labels were identical (``tests/rcnn/test_felzenszwalb.py`` compares with
+OpenCV and with a brute-force transcription of steps 3-5).
 """
 
 from __future__ import annotations
@@ -29,9 +28,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-__all__ = ["available", "pixel_graph", "felzenszwalb_multi", "WEIGHT_QUANTUM"]
-
-WEIGHT_QUANTUM = 1.0 / 128  # sort-key resolution of the edge weights (intensity units)
+__all__ = ["available", "pixel_graph", "sort_weights", "felzenszwalb_multi"]
 
 try:
     import numba
@@ -69,9 +66,21 @@ def pixel_graph(image: np.ndarray, sigma: float = 0.8, connectivity: int = 4
         src.append(index[a].ravel())
         dst.append(index[b].ravel())
     weight_all = np.concatenate(weight)
-    keys = np.minimum(np.rint(weight_all / WEIGHT_QUANTUM), np.iinfo(np.uint16).max).astype(np.uint16)
-    order = np.argsort(keys, kind="stable")  # radix sort
+    order = sort_weights(weight_all)
     return np.concatenate(src)[order], np.concatenate(dst)[order], weight_all[order]
+
+
+def sort_weights(weight: np.ndarray) -> np.ndarray:
+    """Stable argsort of non-negative float32 weights by their exact value, as two 16-bit radix passes.
+
+    The bit pattern of a non-negative IEEE float orders like the float, so sorting by the low 16 bits and then, stably,
+    by the high 16 bits sorts exactly (NumPy radix-sorts 16-bit keys; a float32 argsort is a comparison sort, ~2x
+    slower here). Exact order matters: rounding the weights to 1/128 before sorting changed the segmentation of
+    low-contrast Lab images completely (adjusted Rand index 0.14 against OpenCV's on BCCD)."""
+    bits = np.ascontiguousarray(weight, np.float32).view(np.uint32)
+    low = np.argsort((bits & 0xFFFF).astype(np.uint16), kind="stable")
+    high = np.argsort((bits[low] >> 16).astype(np.uint16), kind="stable")
+    return low[high]
 
 
 def _find(parent: np.ndarray, p: int) -> int:

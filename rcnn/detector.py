@@ -74,13 +74,10 @@ def selective_search_proposals(mode: str = "fast", backend: str = "native", max_
 
 
 def training_segmenter(props: dict[str, Any]) -> str:
-    """The Felzenszwalb segmenter a detector's training proposals came from, for its test-time proposals: the
-    ``segmenter`` it stores, else (detectors trained before the native one existed) OpenCV's when importable.
-    Test-time proposals from another segmenter cost or gain up to ~4 points of mAP on these small validation sets
-    (rcnn/models/README.md)."""
-    from rcnn.proposals import _opencv_segmentation_available
-
-    return props.get("segmenter") or ("opencv" if _opencv_segmentation_available() else "auto")
+    """The Felzenszwalb segmenter for a detector's test-time proposals: the one its training proposals came from
+    (``segmenter`` in the file), else ``auto``. Detectors without the record were trained with OpenCV's, which the
+    native segmenter reproduces (the shipped ones score the same mAP with either; rcnn/models/README.md)."""
+    return props.get("segmenter") or "auto"
 
 
 class Detector:

@@ -323,18 +323,18 @@ class FeatureExtractor:
         return self._shared_features(image, boxes)
 
     def _warp_features(self, image: np.ndarray, boxes: Tensor) -> Tensor:
-        image_t = normalize_image(image, device=self.device)
+        image_t, batch = normalize_image(image, device=self.device), self.batch_size
 
         @torch.inference_mode()  # per thread: the worker's warps need it too
         def warp(start: int) -> Tensor:
-            return self._prepare(warp_regions(image_t, boxes[start:start + self.batch_size], self.input_size,
+            return self._prepare(warp_regions(image_t, boxes[start:start + batch], self.input_size,
                                               self.context_padding, self.sampling_ratio))
 
         # On the CPU the next batch is warped in a worker thread while the CNN runs on this one (roi_align releases
         # the GIL); on CUDA both are kernels queued on one stream, so there is nothing to overlap.
         workers = 1 if self.overlap_warp and self.device.type == "cpu" else 0
         out = []
-        for crops in prefetch(warp, range(0, boxes.shape[0], self.batch_size), workers):
+        for crops in prefetch(warp, range(0, boxes.shape[0], batch), workers):
             with autocast(self.device):  # fp16/bf16 on CUDA, no-op on the CPU
                 out.append(self.net(crops).float().cpu())
         return torch.cat(out)

@@ -56,7 +56,7 @@ __all__ = [
 
 BACKENDS = ("native", "selectivesearch", "opencv")
 SIGMA = 0.8  # Gaussian smoothing before Felzenszwalb segmentation; the paper's value; min component size = k.
-PROPOSALS_VERSION = 2  # bump when the native algorithm changes so cached proposals are recomputed
+PROPOSALS_VERSION = 3  # bump when the native algorithm changes so cached proposals are recomputed
 
 CTSF = ("colour", "texture", "size", "fill")
 TSF = ("texture", "size", "fill")

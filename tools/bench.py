@@ -557,8 +557,8 @@ def stage_table(run: ModeRun) -> dict[str, float]:
     m = mean_stages(run)
     warp = run.detector.extractor.mode == "warp"
     labels = {"decode+proposals (worker)": "decode + selective search (worker thread, overlapped)",
-              "warp/pool": "warp crops (roi_align)" if warp else "RoI pooling + head", "cnn": "CNN",
-              "svm+reg+nms": "SVM + box regression + NMS"}
+              "warp/pool": "warp crops (roi_align; the next batch in a worker: time waited)" if warp
+              else "RoI pooling + head", "cnn": "CNN", "svm+reg+nms": "SVM + box regression + NMS"}
     print("| stage | s/image |\n|---|---|")
     for key, label in labels.items():
         print(f"| {label} | {m[key]:.3f} |")

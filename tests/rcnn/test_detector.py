@@ -52,12 +52,11 @@ def test_train_reaches_high_ap_and_writes_outputs(trained):
     np.testing.assert_array_equal(det.propose(image), expected)
 
 
-def test_detectors_without_a_recorded_segmenter_use_opencvs():
+def test_detectors_use_their_training_segmenter():
     from rcnn.detector import training_segmenter
-    from rcnn.proposals import _opencv_segmentation_available
 
-    assert training_segmenter({"segmenter": "native"}) == "native"
-    assert training_segmenter({}) == ("opencv" if _opencv_segmentation_available() else "auto")
+    assert training_segmenter({"segmenter": "opencv"}) == "opencv"
+    assert training_segmenter({}) == "auto"
 
 
 def test_save_load_round_trip_is_identical(trained, rect_voc, tmp_path):

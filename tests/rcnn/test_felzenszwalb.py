@@ -56,8 +56,7 @@ def test_native_equals_brute_force(connectivity):
     h, w = image.shape[:2]
     diagonals = 2 * (h - 1) * (w - 1) if connectivity == 8 else 0
     assert len(src) == h * (w - 1) + (h - 1) * w + diagonals
-    keys = np.rint(weight / _felzenszwalb.WEIGHT_QUANTUM)
-    assert (np.diff(keys) >= 0).all()
+    assert (np.diff(weight) >= 0).all()
     ks = (20, 50, 100)
     native = _felzenszwalb.felzenszwalb_multi(image, ks, connectivity=connectivity)
     for k, (labels, n) in zip(ks, native):
@@ -84,8 +83,31 @@ def test_native_matches_opencv(seed):
     for k in (50, 100):
         native, n = felzenszwalb(image, k, segmenter="native")
         reference, m = felzenszwalb(image, k, segmenter="opencv")
-        assert abs(n - m) <= max(2, 0.05 * m), (k, n, m)
-        assert adjusted_rand_score(reference.ravel(), native.ravel()) > 0.9
+        assert abs(n - m) <= max(2, 0.02 * m), (k, n, m)
+        assert adjusted_rand_score(reference.ravel(), native.ravel()) > 0.98
+
+
+def test_sort_weights_is_a_stable_exact_argsort():
+    rng = np.random.default_rng(0)
+    weight = np.concatenate([rng.uniform(0, 400, 5000), rng.uniform(0, 1e-3, 500), np.zeros(50),
+                             np.repeat(rng.uniform(0, 10, 20), 30)]).astype(np.float32)  # tiny values and exact ties
+    rng.shuffle(weight)
+    np.testing.assert_array_equal(_felzenszwalb.sort_weights(weight), np.argsort(weight, kind="stable"))
+
+
+@pytest.mark.skipif(not hasattr(cv2, "ximgproc"), reason="cv2.ximgproc not available")
+def test_low_contrast_real_image_matches_opencv(shared_data):
+    # A BCCD smear in Lab: neighbouring weights of a few hundredths of an intensity unit, where rounding the sort keys
+    # to 1/128 had changed the segmentation completely (adjusted Rand index 0.14)
+    from cvcore.io import load_image
+    from rcnn.proposals import _resize_longer_side, convert_colour_space
+
+    path = sorted((shared_data / "bccd" / "JPEGImages").glob("*.jpg"))[0]
+    image = convert_colour_space(_resize_longer_side(load_image(path), 500), "lab")
+    for k in (50, 100):
+        native, n = felzenszwalb(image, k, segmenter="native")
+        reference, m = felzenszwalb(image, k, segmenter="opencv")
+        assert n == m and adjusted_rand_score(reference.ravel(), native.ravel()) > 0.99
 
 
 def test_all_ks_equal_one_at_a_time():

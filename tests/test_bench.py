@@ -24,6 +24,7 @@ def load_bench():
 
 def test_helpers():
     bench = load_bench()
+    threads_before = torch.get_num_threads()
     mem = bench.rss_mb()
     assert mem["VmRSS"] > 0 and mem["VmHWM"] >= mem["VmRSS"] - 1  # MiB, peak >= current
     assert bench.verdict(1.2, 1.25, at_most=True) == "met"
@@ -41,10 +42,12 @@ def test_helpers():
     net(torch.ones(1, 3, 8, 8))
     assert clock.seconds["cnn"] > before  # every forward pass is added
 
-    batch, channels_last, rows = bench.best_batch(net, 8, [1, 2], channels_last=True)
-    assert batch in (1, 2) and isinstance(channels_last, bool)
-    assert len(rows) == 3 and "contiguous" in rows[-1]  # 2 batches channels_last, then the best one contiguous
-    assert bench.floor_seconds(net, 5, 8, batch, channels_last) > 0
+    seconds, how, rows = bench.best_floor(net, 8, [1, 2], channels_last=True, crops=5)
+    configs = 2 if bench.cores() > 1 else 1  # all cores as torch threads; one thread per core, one batch each
+    assert seconds > 0 and how.startswith("batch ")
+    assert len(rows) == 2 * configs + 1 and "contiguous" in rows[-1]  # each config x 2 batches, then the best other format
+    assert bench.floor_seconds(net, 5, 8, 2, True, threads=1, streams=2) > 0
+    assert torch.get_num_threads() == threads_before  # restored
 
 
 def test_quick_run_prints_every_section():

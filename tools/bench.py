@@ -13,7 +13,8 @@ detect's alone):
    format, measured right after the loop (target <= 1.25);
 2. warp / shared seconds per image (target >= 30x), with VOC07 mAP of both on BCCD val and Raccoon val;
 3. proposals: native fast vs OpenCV ``ximgproc`` fast vs the ``selectivesearch`` package, run in turn on each image
-   (target time ratio <= 1.0 with recall >= OpenCV's at OpenCV's number of boxes);
+   of 40 per set (``--proposal-images``; target time ratio <= 1.0 with recall >= OpenCV's at OpenCV's number of
+   boxes);
 4. pose: images per second of the ``pose`` CLI (target >= 10/s); FFT vs direct spatial-model convolution
    (both from ``tools/bench_pose.py``);
 5. training side: fp16 feature-cache bytes per image, SVM training time per class per backend, peak memory;
@@ -37,6 +38,7 @@ import tempfile
 import time
 import warnings
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,7 @@ import numpy as np
 import torch
 
 from cvcore.datasets import DetectionRecord
+from cvcore.device import pipeline_threads
 from cvcore.evaluation import eval_detections
 from cvcore.io import load_image
 from cvcore.synthetic import blood_smear
@@ -181,41 +184,67 @@ def image_sets(data: Path | None, limit: int) -> list[ImageSet]:
 
 
 # ------------------------------------------------------------------------------------------------ backbone floor
-def best_batch(net: torch.nn.Module, size: int, batch_sizes: list[int], channels_last: bool
-               ) -> tuple[int, bool, list[str]]:
-    """Throughput of the bare backbone on random crops: every batch size in the given memory format, then the best
-    batch in the other format -> (best batch, best is channels_last, table rows)."""
-    rows, best = [], (0.0, batch_sizes[0], channels_last)
-
-    def measure(bs: int, cl: bool) -> None:
-        nonlocal best
-        fmt = torch.channels_last if cl else torch.contiguous_format
-        model = net.to(memory_format=fmt)
-        x = torch.randn(bs, 3, size, size).contiguous(memory_format=fmt)
-        with torch.inference_mode():
-            model(x[:2])  # warm-up (new memory format)
-            t = time.perf_counter()
-            model(x)
-        rate = bs / (time.perf_counter() - t)
-        rows.append(f"| {bs} | {'channels_last' if cl else 'contiguous'} | {rate:.1f} |")
-        best = max(best, (rate, bs, cl))
-
-    for bs in batch_sizes:
-        measure(bs, channels_last)
-    measure(best[1], not channels_last)
-    return best[1], best[2], rows
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def floor_seconds(net: torch.nn.Module, n: int, size: int, batch: int, channels_last: bool) -> float:
-    """Seconds for ``n`` random crops through the bare backbone at ``batch`` crops per forward pass."""
+def floor_seconds(net: torch.nn.Module, n: int, size: int, batch: int, channels_last: bool, threads: int,
+                  streams: int = 1) -> float:
+    """Seconds for ``n`` random crops through the bare backbone at ``batch`` crops per forward pass, with ``threads``
+    torch threads and ``streams`` forward passes at once (one Python thread each)."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     net = net.to(memory_format=fmt)
     x = torch.randn(batch, 3, size, size).contiguous(memory_format=fmt)
-    t = time.perf_counter()
-    with torch.inference_mode():
-        for start in range(0, n, batch):
-            net(x[: min(batch, n - start)])
-    return time.perf_counter() - t
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+
+    @torch.inference_mode()
+    def forward(count: int) -> None:
+        net(x[:count])
+
+    try:
+        forward(2)  # warm-up (memory format, batch shape)
+        counts = [min(batch, n - start) for start in range(0, n, batch)]
+        t = time.perf_counter()
+        if streams > 1:
+            with ThreadPoolExecutor(streams) as pool:
+                list(pool.map(forward, counts))
+        else:
+            for count in counts:
+                forward(count)
+        return time.perf_counter() - t
+    finally:
+        torch.set_num_threads(before)
+
+
+def best_floor(net: torch.nn.Module, size: int, batch_sizes: list[int], channels_last: bool, crops: int
+               ) -> tuple[float, str, list[str]]:
+    """The fastest way to run ``crops`` random crops through the bare backbone on the whole machine. Swept on a few
+    batches each: every batch size with all cores as torch threads, and with one torch thread per core each running
+    its own batches, in the detector's memory format, then the best of those in the other format; the best is then
+    timed on ``crops`` crops -> (seconds, description, sweep table rows)."""
+    n = cores()
+    configs = [(n, 1), (1, n)] if n > 1 else [(1, 1)]
+    rows, best = [], (0.0, (batch_sizes[0], n, 1, channels_last))
+
+    def name(threads: int, streams: int) -> str:
+        return f"{threads} torch thread{'s' if threads > 1 else ''} x {streams} stream{'s' if streams > 1 else ''}"
+
+    def measure(bs: int, threads: int, streams: int, cl: bool) -> None:
+        nonlocal best
+        count = max(2 * bs * streams, 192)
+        rate = count / floor_seconds(net, count, size, bs, cl, threads, streams)
+        rows.append(f"| {bs} | {name(threads, streams)} | {'channels_last' if cl else 'contiguous'} | {rate:.1f} |")
+        best = max(best, (rate, (bs, threads, streams, cl)))
+
+    for threads, streams in configs:
+        for bs in batch_sizes:
+            measure(bs, threads, streams, channels_last)
+    bs, threads, streams, cl = best[1]
+    measure(bs, threads, streams, not channels_last)
+    bs, threads, streams, cl = best[1]
+    seconds = floor_seconds(net, crops, size, bs, cl, threads, streams)
+    return seconds, f"batch {bs}, {name(threads, streams)}, {'channels_last' if cl else 'contiguous'}", rows
 
 
 # ------------------------------------------------------------------------------------------------ detection pass
@@ -292,17 +321,19 @@ def detection_pass(s: ImageSet, name: str, models_dir: Path | None, top_k: int |
 
 
 def backbone_floor(run: ModeRun, batch_sizes: list[int], max_crops: int) -> tuple[float, list[str]]:
-    """The same number of crops as ``run`` scored, through the bare backbone at its best batch size and memory
-    format (swept first, on random crops, over ``batch_sizes``) -> (seconds per image, sweep table rows). At most
-    ``max_crops`` are timed and the time is scaled to the full count."""
+    """The same number of crops as ``run`` scored, through the bare backbone the fastest way the whole machine allows
+    (:func:`best_floor`, on random crops) -> (seconds per image, sweep table rows). At most ``max_crops`` are timed
+    per configuration and the time is scaled to the full count."""
     ext = run.detector.extractor
-    batch, channels_last, rows = best_batch(run.floor_net, ext.input_size, batch_sizes, ext.channels_last)
     crops = sum(len(b) for b in run.boxes)
     timed = min(crops, max_crops)  # the floor is linear in the number of crops: time at most max_crops of them
-    seconds = floor_seconds(run.floor_net, timed, ext.input_size, batch, channels_last) * crops / timed
-    rows.append(f"best: batch {batch}, {'channels_last' if channels_last else 'contiguous'} "
-                f"(the detector: batch {ext.batch_size}, {'channels_last' if ext.channels_last else 'contiguous'})")
-    return seconds / len(run.boxes), rows
+    seconds, how, rows = best_floor(run.floor_net, ext.input_size, batch_sizes, ext.channels_last, timed)
+    from rcnn.features import auto_cnn_streams
+
+    rows.append(f"best: {how} (the detector: batch {ext.batch_size}, {torch.get_num_threads()} torch thread(s) x "
+                f"{ext.cnn_streams or auto_cnn_streams(ext.device)} stream(s), "
+                f"{'channels_last' if ext.channels_last else 'contiguous'})")
+    return seconds * crops / timed / len(run.boxes), rows
 
 
 def paper_sizes_pass(s: ImageSet, args: argparse.Namespace, batch_sizes: list[int], summary: list) -> None:
@@ -574,13 +605,16 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default=None, help="backbone floor sweep (default 4,8,16,32,64,128)")
     parser.add_argument("--floor-crops", type=int, default=1200, help="crops timed for the floor (default 1200)")
     parser.add_argument("--top-k", type=int, default=None, help="override proposals per image (default: model's)")
+    parser.add_argument("--proposal-images", type=int, default=None, help="images per set for the proposal "
+                        "comparison (default 40 with real data; the detection sets' otherwise)")
     parser.add_argument("--few", type=int, default=None, help="images per set for the selectivesearch package (2)")
     parser.add_argument("--pose-images", type=int, default=None, help="images for the pose speed (default 100)")
     parser.add_argument("--pose-model", default="lspet")
     parser.add_argument("--rcnn-models", type=Path, default=None, help="folder with bccd.pt, bccd-fast.pt, ...")
     parser.add_argument("--memory-images", type=int, default=None, help="detect calls in the memory run (200)")
     parser.add_argument("--memory-model", default="bccd-fast", help="detector of the memory run (default bccd-fast)")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: as detect, one fewer than torch's "
+                        "default; the floor always uses the whole machine)")
     parser.add_argument("--paper-images", type=int, default=1, help="images per set timed at the paper's sizes "
                         "(227 px crops, 2,000 proposals; 0 skips; default 1)")
     parser.add_argument("--stop-after", type=int, default=6, choices=range(1, 7), metavar="N",
@@ -593,10 +627,10 @@ def main() -> None:
     pick = lambda value, full, small: value if value is not None else (small if quick else full)  # noqa: E731
     args.limit = pick(args.limit, 6, 1)
     args.few, args.pose_images = pick(args.few, 2, 0), pick(args.pose_images, 100, 4)
+    args.proposal_images = pick(args.proposal_images, 40, 1)
     args.memory_images, args.top_k = pick(args.memory_images, 200, 4), pick(args.top_k, None, 16)
     batch_sizes = [int(b) for b in pick(args.batch_sizes, "4,8,16,32,64,128", "4,8").split(",")]
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    pipeline_threads(args.threads, torch.device("cpu"))  # as `detect`: one core fewer than torch's default
     if args.memory_child:
         return memory_child(args)
     if args.data is None:
@@ -631,8 +665,8 @@ def main() -> None:
               f"{ext.input_size} px crops, context {ext.context_padding}, batch {ext.batch_size}, "
               f"{np.mean([len(b) for b in warp.boxes]):.0f} proposals/image; peak RSS {peak:.0f} MiB")
         m = stage_table(warp)
-        print("backbone sweep after the loop (random crops, bare backbone, one batch each):\n"
-              "| batch | memory format | crops/s |\n|---|---|---|")
+        print("backbone sweep after the loop (random crops, bare backbone, a few batches each):\n"
+              "| batch | threads x streams | memory format | crops/s |\n|---|---|---|---|")
         print("\n".join(sweep))
         r = ratio(m["loop"], floor)
         crops = sum(len(b) for b in warp.boxes)
@@ -692,7 +726,10 @@ def main() -> None:
     if done(2):
         return
     section("3. proposals: native fast vs OpenCV ximgproc fast vs the selectivesearch package")
-    for s, warp, _ in detection:
+    # more images than the detection sets: recall on 6 images moves by a sixth per ground-truth box
+    more = data is not None and args.proposal_images > args.limit
+    proposal_sets = image_sets(data, args.proposal_images) if more else [s for s, _, _ in detection]
+    for s, (_, warp, _) in zip(proposal_sets, detection):
         r, note = proposal_section(s, warp.detector.meta["proposals"], args.few)
         print(f"time native / OpenCV: {r:.2f} (target <= 1.0 with recall >= OpenCV's); {note}")
         ok = verdict(r, 1.0, True)

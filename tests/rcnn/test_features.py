@@ -11,6 +11,7 @@ from rcnn.features import (
     FeatureCache,
     FeatureExtractor,
     auto_batch_size,
+    auto_cnn_streams,
     build_feature_net,
     feature_scale,
     offline_mobilenet_weights,
@@ -59,6 +60,23 @@ def test_warp_mode_equals_direct_forward_and_is_batch_invariant(mobilenet):
     serial = FeatureExtractor(mobilenet, "warp", input_size=32, context_padding=4, batch_size=2, channels_last=False,
                               overlap_warp=False)  # the next batch warped in the same thread instead of a worker
     torch.testing.assert_close(serial(image, boxes), feats, atol=0, rtol=0)
+    streams = FeatureExtractor(mobilenet, "warp", input_size=32, context_padding=4, batch_size=1, channels_last=False,
+                               cnn_streams=3)  # three batches of one crop in the CNN at once, outputs kept in order
+    torch.testing.assert_close(streams(image, boxes), feats, atol=1e-5, rtol=1e-5)
+
+
+def test_auto_cnn_streams_uses_the_cores_torch_leaves():
+    import os
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert auto_cnn_streams("cpu") == min(2, len(os.sched_getaffinity(0)))
+        torch.set_num_threads(len(os.sched_getaffinity(0)))
+        assert auto_cnn_streams("cpu") == 1
+        assert auto_cnn_streams("cuda") == 1
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_auto_batch_size_follows_crop_area_on_the_cpu(mobilenet):

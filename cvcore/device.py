@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 __all__ = [
-    "resolve_device", "autocast", "amp_dtype", "seed_everything", "set_num_threads", "pipeline_threads",
+    "resolve_device", "autocast", "amp_dtype", "seed_everything", "set_num_threads", "pipeline_threads", "DEFAULT_THREADS",
     "capture_rng_state", "restore_rng_state",
 ]
 
@@ -76,13 +76,16 @@ def set_num_threads(n: int | None) -> int:
     return torch.get_num_threads()
 
 
+DEFAULT_THREADS = torch.get_num_threads()  # torch's default (physical cores), before anything here changes it
+
+
 def pipeline_threads(n: int | None, device: torch.device) -> int:
     """Torch threads for a loop whose worker threads prepare the next inputs (decoding, proposals, warping) while
     the network runs: ``n`` when given, else one fewer than torch's default on the CPU (the workers get that core;
     on 2 cores this made ``detect`` 7% faster than 2 threads), leaving ``OMP_NUM_THREADS`` and CUDA alone."""
     if n or "OMP_NUM_THREADS" in os.environ or device.type != "cpu":
         return set_num_threads(n)
-    return set_num_threads(max(1, torch.get_num_threads() - 1))
+    return set_num_threads(max(1, DEFAULT_THREADS - 1))
 
 
 def capture_rng_state() -> dict:

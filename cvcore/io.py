@@ -176,7 +176,8 @@ def prefetch(fn: Callable[[T], Any], items: Iterable[T], workers: int = 1) -> It
     if workers <= 0:
         yield from map(fn, items)
         return
-    with ThreadPoolExecutor(workers) as pool:
+    pool = ThreadPoolExecutor(workers)
+    try:
         pending: deque = deque()
         for item in items:
             pending.append(pool.submit(fn, item))
@@ -184,3 +185,5 @@ def prefetch(fn: Callable[[T], Any], items: Iterable[T], workers: int = 1) -> It
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
+    finally:  # also when the consumer stops early (an error, Ctrl-C): drop queued work, do not wait for it
+        pool.shutdown(wait=False, cancel_futures=True)

@@ -72,6 +72,9 @@ def _detect(argv: Sequence[str] | None) -> int:
         raise CLIError(f"{src}: no such folder or file")
     if not files:
         raise CLIError(f"{src}: no images found" + ("" if args.recursive else " (try --recursive)"))
+    for name in ("batch_size", "threads"):
+        if getattr(args, name) < 0:
+            raise CLIError(f"--{name.replace('_', '-')} must be >= 0 (0: automatic), got {getattr(args, name)}")
     device = resolve_device(args.device)
     pipeline_threads(args.threads, device)
     detector = Detector.load(args.model, device=device, batch_size=args.batch_size)

@@ -12,6 +12,7 @@ themselves only when fine-tuned, in fp16), the feature mode, the SVMs, the box r
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -77,7 +78,14 @@ def training_segmenter(props: dict[str, Any]) -> str:
     """The Felzenszwalb segmenter for a detector's test-time proposals: the one its training proposals came from
     (``segmenter`` in the file), else ``auto``. Detectors without the record were trained with OpenCV's, which the
     native segmenter reproduces (the shipped ones score the same mAP with either; rcnn/models/README.md)."""
-    return props.get("segmenter") or "auto"
+    from rcnn import _felzenszwalb
+
+    recorded = props.get("segmenter") or "auto"
+    if recorded == "native" and not _felzenszwalb.available():
+        warnings.warn("this detector's proposals came from the native Felzenszwalb segmenter, which needs numba "
+                      "(pip install numba); using OpenCV's or scikit-image's instead", stacklevel=2)
+        return "auto"
+    return recorded
 
 
 class Detector:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
@@ -31,7 +30,7 @@ import torchvision
 from torch import Tensor, nn
 from torchvision.ops import roi_align
 
-from cvcore.device import autocast
+from cvcore.device import DEFAULT_THREADS, autocast
 from cvcore.io import atomic_torch_save, prefetch, safe_torch_load
 from rcnn.warp import normalize_image, warp_regions
 
@@ -245,14 +244,13 @@ MAX_CNN_STREAMS = 2
 
 
 def auto_cnn_streams(device: torch.device | str) -> int:
-    """Batches of crops run by the CNN at once when none is configured: 1 on CUDA; on the CPU as many as the cores
-    that torch's intra-op threads leave (``cores // torch threads``, at most ``MAX_CNN_STREAMS``). On 2 cores with
-    torch at one thread (``detect``'s default there), two streams of one thread each ran the warp-mode loop 1.36x
-    faster than one stream and 1.4x faster than one stream of two threads (BENCHMARKS.md)."""
-    if torch.device(device).type != "cpu":
+    """Batches of crops run by the CNN at once when none is configured: on the CPU with torch at one thread (what
+    ``detect`` chooses on a 2-core machine), one per core of torch's default, at most ``MAX_CNN_STREAMS``; else 1
+    (several intra-op threads already use the cores; CUDA queues everything on one stream). On 2 cores, two streams
+    of one thread ran the warp-mode loop 1.36x faster than one (BENCHMARKS.md)."""
+    if torch.device(device).type != "cpu" or torch.get_num_threads() > 1:
         return 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(MAX_CNN_STREAMS, cores // max(1, torch.get_num_threads())))
+    return max(1, min(MAX_CNN_STREAMS, DEFAULT_THREADS))
 
 
 def auto_batch_size(device: torch.device | str, input_size: int) -> int:

@@ -92,8 +92,8 @@ def image_proposals(record: DetectionRecord, image: np.ndarray | None, cfg: RCNN
     try:
         stat = path.stat()
         ident = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{p.mode}:{p.backend}:{p.max_side}:{p.min_size}"
-        if resolve_segmenter(p.segmenter) != "opencv":  # (runs before the native segmenter existed used OpenCV's)
-            ident += f":{resolve_segmenter(p.segmenter)}"
+        if p.backend == "native" and p.segmenter != "auto":  # "auto" keeps the key of runs from before the option
+            ident += f":{p.segmenter}"
     except OSError:
         ident = str(path)
     frozen = cache_dir / "proposals_used" / f"{path.stem}-{hashlib.sha1(ident.encode()).hexdigest()[:16]}.npy"

@@ -35,6 +35,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from collections import defaultdict
@@ -94,19 +95,37 @@ def verdict(value: float, target: float, at_most: bool) -> str:
 
 
 class Clock:
-    """Seconds per stage name, accumulated by forward hooks on modules."""
+    """Busy seconds per stage name, from forward hooks on modules: the length of the union of the forward passes'
+    intervals since :meth:`clear`, so passes running at once in several threads (CNN streams) count once."""
 
     def __init__(self) -> None:
-        self.seconds: dict[str, float] = defaultdict(float)
+        self.intervals: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        self._local = threading.local()
+
+    @property
+    def seconds(self) -> dict[str, float]:
+        out = {}
+        for name, spans in self.intervals.items():
+            total, end = 0.0, float("-inf")
+            for a, b in sorted(spans):
+                total += max(0.0, b - max(a, end))
+                end = max(end, b)
+            out[name] = total
+        return defaultdict(float, out)
+
+    def clear(self) -> None:
+        self.intervals.clear()
 
     def hook(self, module: torch.nn.Module, name: str) -> None:
-        """Add the duration of every forward pass of ``module`` to ``seconds[name]``."""
-        start: list[float] = [0.0]
+        """Record the interval of every forward pass of ``module`` under ``name`` (start time per thread)."""
+
+        def start(*_: Any) -> None:
+            self._local.start = time.perf_counter()
 
         def stop(*_: Any) -> None:
-            self.seconds[name] += time.perf_counter() - start[0]
+            self.intervals[name].append((self._local.start, time.perf_counter()))  # list.append: thread-safe
 
-        module.register_forward_pre_hook(lambda *_: start.__setitem__(0, time.perf_counter()))
+        module.register_forward_pre_hook(start)
         module.register_forward_hook(stop)
 
 
@@ -305,7 +324,7 @@ def detection_pass(s: ImageSet, name: str, models_dir: Path | None, top_k: int |
     start = time.perf_counter()
     indices = range(min(len(s.images), limit or len(s.images)))
     for image, boxes, propose_seconds in prefetch(prepare, indices, workers=1):
-        clock.seconds.clear()
+        clock.clear()
         det.timings.clear()
         t = time.perf_counter()
         result = det.detect_proposals(image, boxes)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,6 +42,10 @@ def test_helpers():
     before = clock.seconds["cnn"]
     net(torch.ones(1, 3, 8, 8))
     assert clock.seconds["cnn"] > before  # every forward pass is added
+    clock.intervals["streams"] = [(5.0, 6.0), (0.0, 2.0), (1.0, 3.0), (1.5, 2.5)]  # passes overlapping in time
+    assert clock.seconds["streams"] == pytest.approx(4.0)  # the union: [0, 3] and [5, 6]
+    clock.clear()
+    assert clock.seconds["cnn"] == 0.0
 
     seconds, how, rows = bench.best_floor(net, 8, [1, 2], channels_last=True, crops=5)
     configs = 2 if bench.cores() > 1 else 1  # all cores as torch threads; one thread per core, one batch each

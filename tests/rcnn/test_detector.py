@@ -56,11 +56,15 @@ def test_train_reaches_high_ap_and_writes_outputs(trained):
     np.testing.assert_array_equal(Detector.from_dict(raw).propose(image), boxes["skimage"])
 
 
-def test_detectors_use_their_training_segmenter():
+def test_detectors_use_their_training_segmenter(monkeypatch):
+    from rcnn import _felzenszwalb
     from rcnn.detector import training_segmenter
 
     assert training_segmenter({"segmenter": "opencv"}) == "opencv"
     assert training_segmenter({}) == "auto"
+    monkeypatch.setattr(_felzenszwalb, "available", lambda: False)  # a machine without numba
+    with pytest.warns(UserWarning, match="needs numba"):
+        assert training_segmenter({"segmenter": "native"}) == "auto"
 
 
 def test_save_load_round_trip_is_identical(trained, rect_voc, tmp_path):

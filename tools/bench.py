@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 from cvcore.datasets import DetectionRecord
-from cvcore.device import pipeline_threads
+from cvcore.device import DEFAULT_THREADS, pipeline_threads
 from cvcore.evaluation import eval_detections
 from cvcore.io import load_image
 from cvcore.synthetic import blood_smear
@@ -759,7 +759,9 @@ def main() -> None:
     if done(3):
         return
     section("4. pose")
+    torch.set_num_threads(args.threads or DEFAULT_THREADS)  # as the `pose` CLI: torch's default threads
     pose = pose_section(data, args.pose_model, args.pose_images, 2 if quick else 4, 1, quick)
+    pipeline_threads(args.threads, torch.device("cpu"))
     summary.append(("pose images/s / 10", pose["images_per_s"] / 10, ">= 1.0",
                     verdict(pose["images_per_s"] / 10, 1.0, False), f"{pose['images_per_s']:.1f} images/s"))
     summary.append(("spatial model direct / FFT time, forward", pose["fft_speedup"], "(reported)", "-",

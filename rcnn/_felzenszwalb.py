@@ -94,6 +94,15 @@ def _find(parent: np.ndarray, p: int) -> int:
     return p
 
 
+def _union(parent: np.ndarray, size: np.ndarray, a: int, b: int) -> int:
+    """Join the sets of roots ``a`` and ``b`` under the larger one -> the new root."""
+    if size[a] < size[b]:
+        a, b = b, a
+    parent[b] = a
+    size[a] += size[b]
+    return a
+
+
 def _segment(src: np.ndarray, dst: np.ndarray, weight: np.ndarray, n_pixels: int, k: float, min_size: int
              ) -> tuple[np.ndarray, int]:
     """Steps 3-5 on sorted edges -> (labels int32[n_pixels], number of segments)."""
@@ -104,18 +113,12 @@ def _segment(src: np.ndarray, dst: np.ndarray, weight: np.ndarray, n_pixels: int
     for e in range(len(src)):
         a, b = _find(parent, src[e]), _find(parent, dst[e])
         if a != b and weight[e] <= threshold[a] and weight[e] <= threshold[b]:
-            if size[a] < size[b]:
-                a, b = b, a
-            parent[b] = a
-            size[a] += size[b]
-            threshold[a] = weight[e] + kk / np.float32(size[a])
+            root = _union(parent, size, a, b)
+            threshold[root] = weight[e] + kk / np.float32(size[root])
     for e in range(len(src)):
         a, b = _find(parent, src[e]), _find(parent, dst[e])
         if a != b and (size[a] < min_size or size[b] < min_size):
-            if size[a] < size[b]:
-                a, b = b, a
-            parent[b] = a
-            size[a] += size[b]
+            _union(parent, size, a, b)
     labels = np.empty(n_pixels, np.int32)
     mapped = np.full(n_pixels, -1, np.int32)
     n = 0
@@ -130,6 +133,7 @@ def _segment(src: np.ndarray, dst: np.ndarray, weight: np.ndarray, n_pixels: int
 
 if numba is not None:
     _find = numba.njit(cache=True, nogil=True, inline="always")(_find)
+    _union = numba.njit(cache=True, nogil=True, inline="always")(_union)
     _segment = numba.njit(cache=True, nogil=True)(_segment)
 
 

@@ -88,6 +88,21 @@ def training_segmenter(props: dict[str, Any]) -> str:
     return recorded
 
 
+def proposal_meta(p: Any) -> dict[str, Any]:
+    """What a detector file stores of a :class:`rcnn.config.ProposalConfig`: enough to propose at test time as in
+    training (the segmenter resolved, so ``auto`` records the implementation that ran)."""
+    from rcnn.proposals import resolve_segmenter
+
+    return {"mode": p.mode, "backend": p.backend, "max_side": p.max_side, "test_per_image": p.test_per_image,
+            "min_size": p.min_size, "segmenter": resolve_segmenter(p.segmenter)}
+
+
+def meta_proposer(props: dict[str, Any]) -> Callable[[np.ndarray], np.ndarray]:
+    """The test-time proposal function of a detector's stored proposal settings (:func:`proposal_meta`)."""
+    return selective_search_proposals(props["mode"], props["backend"], props["max_side"], props["test_per_image"],
+                                      props["min_size"], training_segmenter(props))
+
+
 class Detector:
     """R-CNN detector (see the module docstring). Build it with :func:`rcnn.train.train` or :meth:`load`.
 
@@ -196,8 +211,7 @@ class Detector:
             max_image_side=feats["max_image_side"], pool_size=feats["pool_size"], device=device,
             channels_last=feats.get("channels_last", True), weights_id=backbone.get("weights_id", ""))
         if propose is None:
-            propose = selective_search_proposals(props["mode"], props["backend"], props["max_side"],
-                                                 props["test_per_image"], props["min_size"], training_segmenter(props))
+            propose = meta_proposer(props)
         regressor = BoxRegressor.from_state_dict(d["regressor"]) if d.get("regressor") else None
         meta = {k: v for k, v in d.items()
                 if k not in ("format_version", "class_names", "feature_scale", "svm", "regressor", "test")}

@@ -250,7 +250,7 @@ def auto_cnn_streams(device: torch.device | str) -> int:
     of one thread ran the warp-mode loop 1.36x faster than one (BENCHMARKS.md)."""
     if torch.device(device).type != "cpu" or torch.get_num_threads() > 1:
         return 1
-    return max(1, min(MAX_CNN_STREAMS, DEFAULT_THREADS))
+    return min(MAX_CNN_STREAMS, DEFAULT_THREADS)
 
 
 def auto_batch_size(device: torch.device | str, input_size: int) -> int:

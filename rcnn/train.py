@@ -40,9 +40,8 @@ from cvcore.evaluation.plots import plot_pr_curves
 from cvcore.io import atomic_torch_save, atomic_write_bytes, atomic_write_json, load_image, prefetch, safe_torch_load
 from rcnn.bbox_regression import BoxRegressor, fit_box_regressor
 from rcnn.config import RCNNConfig
-from rcnn.detector import Detector, selective_search_proposals
+from rcnn.detector import Detector, meta_proposer, proposal_meta
 from rcnn.features import FeatureCache, FeatureExtractor, build_feature_net, feature_scale, state_dict_digest
-from rcnn.proposals import resolve_segmenter
 from rcnn.shard import finetune_stage, select_records
 from rcnn.svm import LinearSVMs, TrainingImage, hard_negative_mining
 
@@ -367,22 +366,17 @@ def _train(cfg: RCNNConfig, out: Path, progress: bool) -> tuple[Detector, dict[s
             atomic_torch_save({"key": reg_key, "regressor": regressor.state_dict()}, reg_file)
         timings["regression"] = time.time() - t
 
-    p = cfg.proposals
-    segmenter = resolve_segmenter(p.segmenter)
     meta = {
         "config": config_to_dict(cfg),
         "backbone": backbone_spec,
         "features": {k: v for k, v in config_to_dict(cfg.features).items()
                      if k not in ("backbone", "layer", "weights", "target_norm")},
-        "proposals": {"mode": p.mode, "backend": p.backend, "max_side": p.max_side,
-                      "test_per_image": p.test_per_image, "min_size": p.min_size, "segmenter": segmenter},
+        "proposals": proposal_meta(cfg.proposals),
         "fine_tuned": state_dict is not None,
     }
     if softmax is not None:
         meta["softmax"] = softmax
-    detector = Detector(classes, extractor, svms, regressor, scale,
-                        selective_search_proposals(p.mode, p.backend, p.max_side, p.test_per_image, p.min_size,
-                                                   segmenter),
+    detector = Detector(classes, extractor, svms, regressor, scale, meta_proposer(meta["proposals"]),
                         nms_iou=cfg.test.nms_iou, score_thr=cfg.test.score_thr,
                         max_per_image=cfg.test.max_per_image, meta=meta)
 

@@ -53,7 +53,7 @@ from cvcore.device import DEFAULT_THREADS, pipeline_threads
 from cvcore.evaluation import eval_detections
 from cvcore.io import load_image
 from cvcore.synthetic import blood_smear
-from rcnn.detector import Detector, resolve_model_path, selective_search_proposals, training_segmenter
+from rcnn.detector import Detector, meta_proposer, proposal_meta, resolve_model_path
 from rcnn.features import FeatureCache
 from rcnn.proposals import proposal_best_iou, selective_search
 from rcnn.svm import hard_negative_mining
@@ -163,12 +163,9 @@ def load_detector(name: str, models_dir: Path | None) -> tuple[Detector, bool]:
     c, d = len(cfg.data.classes), extractor.dim
     svms = LinearSVMs(torch.randn(c, d, generator=gen) * 0.01, torch.zeros(c))
     regressor = BoxRegressor(torch.randn(c, d, 4, generator=gen) * 1e-4, torch.zeros(c, 4))
-    p = cfg.proposals
-    meta = {"config": config_to_dict(cfg), "backbone": spec,
-            "proposals": {"mode": p.mode, "backend": p.backend, "max_side": p.max_side,
-                          "test_per_image": p.test_per_image, "min_size": p.min_size}}
-    propose = selective_search_proposals(p.mode, p.backend, p.max_side, p.test_per_image, p.min_size)
-    return Detector(cfg.data.classes, extractor, svms, regressor, 1.0, propose, score_thr=-1e9, meta=meta), False
+    meta = {"config": config_to_dict(cfg), "backbone": spec, "proposals": proposal_meta(cfg.proposals)}
+    return Detector(cfg.data.classes, extractor, svms, regressor, 1.0, meta_proposer(meta["proposals"]),
+                    score_thr=-1e9, meta=meta), False
 
 
 @dataclass
@@ -292,8 +289,7 @@ def shrink(det: Detector, quick: bool, top_k: int | None) -> None:
         p["max_side"] = 160
         if det.extractor.mode == "shared":
             det.extractor.scales, det.extractor.max_image_side = [160], 240
-    det.propose = selective_search_proposals(p["mode"], p["backend"], p["max_side"], p["test_per_image"],
-                                             p["min_size"], training_segmenter(p))
+    det.propose = meta_proposer(p)
 
 
 def detection_pass(s: ImageSet, name: str, models_dir: Path | None, top_k: int | None, quick: bool,

@@ -208,7 +208,9 @@ def train(cfg: PoseConfig, progress: bool = True, stages: tuple[str, ...] = STAG
     extra: dict[str, Any] = {}
     if cfg.train.init_from:  # a stage's own checkpoint, when there is one, still takes precedence (resume)
         source = resolve_model_path(cfg.train.init_from)
-        extra["init_from"] = {"path": str(source), "sha256": hashlib.sha256(source.read_bytes()).hexdigest()}
+        # as given (a shipped name or a path, not this machine's absolute path) + the file's hash
+        extra["init_from"] = {"path": str(cfg.train.init_from),
+                              "sha256": hashlib.sha256(source.read_bytes()).hexdigest()}
         fresh = init_from_model_file(model, source)
         spatial_loaded = model.spatial_model is not None and "spatial_model.weight" not in fresh
         log.info("initialised from %s%s", cfg.train.init_from,

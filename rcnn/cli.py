@@ -47,6 +47,8 @@ def _detect(argv: Sequence[str] | None) -> int:
     parser.add_argument("--recursive", action="store_true", help="also look in subfolders")
     parser.add_argument("--batch-size", type=int, default=0, help="warp mode: crops per forward pass (default 0: "
                         "auto, ~200k input pixels on the CPU, e.g. 16 crops of 112 px; 128 on CUDA)")
+    parser.add_argument("--proposals", type=int, default=0, help="selective-search boxes per image (default 0: the "
+                        "detector's own, e.g. 2000 for bccd, the paper's; warp-mode time grows with it)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default 0: on the CPU one fewer than "
                         "torch's default, leaving a core to the threads that decode, propose and warp ahead)")
     parser.add_argument("--coco", nargs="?", const="", default=None, metavar="GT_JSON",
@@ -72,12 +74,12 @@ def _detect(argv: Sequence[str] | None) -> int:
         raise CLIError(f"{src}: no such folder or file")
     if not files:
         raise CLIError(f"{src}: no images found" + ("" if args.recursive else " (try --recursive)"))
-    for name in ("batch_size", "threads"):
+    for name in ("batch_size", "threads", "proposals"):
         if getattr(args, name) < 0:
             raise CLIError(f"--{name.replace('_', '-')} must be >= 0 (0: automatic), got {getattr(args, name)}")
     device = resolve_device(args.device)
     pipeline_threads(args.threads, device)
-    detector = Detector.load(args.model, device=device, batch_size=args.batch_size)
+    detector = Detector.load(args.model, device=device, batch_size=args.batch_size, proposals=args.proposals)
     if args.score_thr is not None:
         detector.score_thr = args.score_thr
     if args.max_per_image is not None:
@@ -119,7 +121,8 @@ def _detect(argv: Sequence[str] | None) -> int:
     seconds = time.time() - t0
     summary = {"detections": str(json_path), "images": len(results), "skipped": skipped,
                "boxes": int(sum(len(r.boxes) for r in results)),
-               "seconds_per_image": round(seconds / max(len(results), 1), 3), "model": str(args.model)}
+               "seconds_per_image": round(seconds / max(len(results), 1), 3), "model": str(args.model),
+               "proposals_per_image": int(detector.meta["proposals"]["test_per_image"])}
     if args.json:
         print(json.dumps(summary))
     elif not args.quiet:

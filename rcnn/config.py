@@ -69,6 +69,8 @@ class FinetuneConfig:
     bg_iou_min: float = 0.0             # background: max IoU >= this (Fast R-CNN: 0.1; R-CNN: 0)
     images_per_batch: int = 4           # images sampled per batch (shared mode: each one runs through the trunk)
     box_loss_weight: float = 1.0        # shared mode: weight of the smooth-L1 box regression loss (Fast R-CNN)
+    lr_step_at: float = 0.0             # lr x 0.1 after this fraction of the steps (R-CNN: 0.5, Fast R-CNN: 0.75);
+    #                                     0: constant
     checkpoint_every: int = 50
     log_every: int = 10
 

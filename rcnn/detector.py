@@ -193,15 +193,23 @@ class Detector:
     @classmethod
     def from_dict(cls, d: dict[str, Any], device: str | torch.device = "cpu",
                   propose: Callable[[np.ndarray], np.ndarray] | None = None, where: str = "detector",
-                  batch_size: int = 0) -> Detector:
+                  batch_size: int = 0, proposals: int = 0) -> Detector:
         """Rebuild a detector from :meth:`to_dict` output. ``batch_size``: warp-mode crops per forward pass on this
         machine (0: :func:`rcnn.features.auto_batch_size`); the value the training run used is not a property of the
-        model and is not reused."""
+        model and is not reused. ``proposals``: test-time proposals per image (0: the stored ``test_per_image``; the
+        paper: 2000; more boxes cost warp-mode time linearly). An override shows in ``meta["proposals"]`` (and in a
+        file saved from this detector); ``meta["config"]`` and ``meta["metrics"]`` stay those of training."""
         version = d.get("format_version")
         if version not in READABLE_VERSIONS:
             raise ValueError(f"{where}: detector format version {version!r}, this code reads "
                              f"{', '.join(map(str, READABLE_VERSIONS))}")
+        if proposals < 0:
+            raise ValueError(f"proposals per image must be >= 0 (0: the detector's own), got {proposals}")
+        if proposals and propose is not None:
+            raise ValueError("give either propose (a proposal function) or proposals (a count), not both")
         backbone, feats, props = d["backbone"], d["features"], d["proposals"]
+        if proposals:
+            props = {**props, "test_per_image": int(proposals)}
         state = backbone.get("state_dict")
         net = build_feature_net(backbone["name"], backbone["layer"], backbone.get("weights", "default"), state,
                                 roi_hidden=backbone.get("roi_hidden", 0), pool_size=feats["pool_size"])
@@ -215,16 +223,19 @@ class Detector:
         regressor = BoxRegressor.from_state_dict(d["regressor"]) if d.get("regressor") else None
         meta = {k: v for k, v in d.items()
                 if k not in ("format_version", "class_names", "feature_scale", "svm", "regressor", "test")}
+        meta["proposals"] = props
         return cls(d["class_names"], extractor, LinearSVMs.from_state_dict(d["svm"]), regressor,
                    d["feature_scale"], propose, meta=meta, **d["test"])
 
     @classmethod
     def load(cls, path_or_name: str | Path, device: str | torch.device = "cpu",
-             propose: Callable[[np.ndarray], np.ndarray] | None = None, batch_size: int = 0) -> Detector:
+             propose: Callable[[np.ndarray], np.ndarray] | None = None, batch_size: int = 0,
+             proposals: int = 0) -> Detector:
         """Load a detector file (``weights_only=True``) or a shipped model by name (``bccd``, ``raccoon``, ...);
-        ``batch_size`` as in :meth:`from_dict`."""
+        ``batch_size`` and ``proposals`` as in :meth:`from_dict`."""
         path = resolve_model_path(path_or_name)
         d = safe_torch_load(path)
         if not isinstance(d, dict) or "svm" not in d:
             raise ValueError(f"{path}: not an R-CNN detector file")
-        return cls.from_dict(d, device=device, propose=propose, where=str(path), batch_size=batch_size)
+        return cls.from_dict(d, device=device, propose=propose, where=str(path), batch_size=batch_size,
+                             proposals=proposals)

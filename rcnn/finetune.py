@@ -16,12 +16,13 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.optim.lr_scheduler import LRScheduler
 from torchvision.ops import box_iou
 
 from cvcore.datasets import DetectionRecord
 from cvcore.engine import Trainer
 from cvcore.io import atomic_torch_save, load_image, safe_torch_load
-from cvcore.nn import build_optimizer
+from cvcore.nn import build_optimizer, build_scheduler
 from rcnn.features import FeatureNet, build_feature_net
 from rcnn.warp import normalize_image, warp_regions
 
@@ -143,39 +144,78 @@ class FinetuneModel(nn.Module):
         return {"loss_cls": nn.functional.cross_entropy(logits, batch["labels"])}
 
 
+def lr_step_milestone(steps: int, lr_step_at: float) -> int | None:
+    """The step after which :func:`step_schedule` divides the rate by 10 (None: a constant rate)."""
+    if not 0.0 <= lr_step_at < 1.0:
+        raise ValueError(f"finetune.lr_step_at must be in [0, 1), got {lr_step_at}")
+    if lr_step_at == 0.0 or steps < 2:
+        return None
+    return min(steps - 1, max(1, round(lr_step_at * steps)))
+
+
+def step_schedule(optimizer: torch.optim.Optimizer, steps: int, lr_step_at: float) -> LRScheduler | None:
+    """The Caffe ``step`` policy of R-CNN / Fast R-CNN fine-tuning: lr x 0.1 once ``lr_step_at`` of the ``steps``
+    are done (None for 0: a constant rate)."""
+    milestone = lr_step_milestone(steps, lr_step_at)
+    return None if milestone is None else build_scheduler(optimizer, "multistep", milestones=[milestone], gamma=0.1)
+
+
+def check_resumable(out_dir: str | Path, steps: int, lr_step_at: float) -> None:
+    """Refuse to resume a fine-tuning run (``out_dir/last.pt``) whose lr schedule differs from the configured one:
+    the checkpoint would bring back its own milestone (or none), and the result would be saved under the new
+    settings."""
+    last = Path(out_dir) / "last.pt"
+    if not last.is_file():
+        return
+    saved = safe_torch_load(last).get("scheduler")
+    had = sorted(saved["milestones"]) if saved and "milestones" in saved else []
+    want = lr_step_milestone(steps, lr_step_at)
+    if had != ([] if want is None else [want]):
+        raise ValueError(f"{last}: this fine-tuning run has another lr schedule (lr / 10 after step "
+                         f"{had[0] if had else 'never'}; configured: {want or 'never'}, from finetune.steps={steps} "
+                         f"and finetune.lr_step_at={lr_step_at}); keep its settings, or delete {Path(out_dir)} to "
+                         f"fine-tune again")
+
+
 def finetune_network(net: FeatureNet, batches: WindowBatches, num_classes: int, out_dir: str | Path, *, steps: int,
                      lr: float = 1e-3, momentum: float = 0.9, weight_decay: float = 5e-4, freeze_blocks: int = 0,
-                     device: str | torch.device = "cpu", checkpoint_every: int = 50, log_every: int = 10,
-                     progress: bool = True) -> FinetuneModel:
+                     lr_step_at: float = 0.0, device: str | torch.device = "cpu", checkpoint_every: int = 50,
+                     log_every: int = 10, progress: bool = True) -> FinetuneModel:
     """Fine-tune ``net`` with a new softmax layer on ``batches`` for ``steps`` SGD steps (resumes from
     ``out_dir/last.pt``). Returns the trained model (eval mode)."""
+    check_resumable(out_dir, steps, lr_step_at)
     model = FinetuneModel(net, num_classes, freeze_blocks=freeze_blocks).to(memory_format=torch.channels_last)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(params, "momentum", lr=lr, momentum=momentum, weight_decay=weight_decay)
-    trainer = Trainer(model, optimizer, batches, device=device, out_dir=out_dir, max_steps=steps,
-                      log_every=log_every, checkpoint_every=checkpoint_every, progress=progress, resume=True)
+    trainer = Trainer(model, optimizer, batches, scheduler=step_schedule(optimizer, steps, lr_step_at),
+                      device=device, out_dir=out_dir, max_steps=steps, log_every=log_every,
+                      checkpoint_every=checkpoint_every, progress=progress, resume=True)
     trainer.train()
     return model.eval()
 
 
-def reuse_finetuned(out_dir: Path, steps: int) -> tuple[dict[str, Tensor], dict[str, Tensor]] | None:
-    """(state dict, softmax layer) of a finished fine-tuning run of ``steps`` steps in ``out_dir``, else None."""
+def reuse_finetuned(out_dir: Path, steps: int, lr_step_at: float = 0.0
+                    ) -> tuple[dict[str, Tensor], dict[str, Tensor]] | None:
+    """(state dict, softmax layer) of a finished fine-tuning run of ``steps`` steps (and the same lr step) in
+    ``out_dir``, else None."""
     done = out_dir / "finetuned.pt"
     if done.is_file():
         saved = safe_torch_load(done)
-        if saved.get("steps") == steps:
+        if saved.get("steps") == steps and saved.get("lr_step_at", 0.0) == lr_step_at:
             log.info("fine-tuning: reused %s", done)
             return saved["state_dict"], saved["softmax"]
     return None
 
 
-def save_finetuned(out_dir: Path, steps: int, model: nn.Module) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+def save_finetuned(out_dir: Path, steps: int, model: nn.Module, lr_step_at: float = 0.0
+                   ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """Write a finished run's network and softmax layer to ``out_dir/finetuned.pt`` (read back by
     :func:`reuse_finetuned`); returns them (CPU copies)."""
     model = model.to(memory_format=torch.contiguous_format).cpu()
     state = {k: v.detach().clone() for k, v in model.net.state_dict().items()}
     softmax = {"weight": model.classifier.weight.detach().clone(), "bias": model.classifier.bias.detach().clone()}
-    atomic_torch_save({"steps": steps, "state_dict": state, "softmax": softmax}, out_dir / "finetuned.pt")
+    atomic_torch_save({"steps": steps, "lr_step_at": lr_step_at, "state_dict": state, "softmax": softmax},
+                      out_dir / "finetuned.pt")
     return state, softmax
 
 
@@ -188,7 +228,7 @@ def finetune(cfg: Any, records: Sequence[DetectionRecord], classes: Sequence[str
     from rcnn.train import image_proposals
 
     f, ft = cfg.features, cfg.finetune
-    if (finished := reuse_finetuned(out_dir, ft.steps)) is not None:
+    if (finished := reuse_finetuned(out_dir, ft.steps, ft.lr_step_at)) is not None:
         return finished
     top_k = cfg.proposals.train_per_image
     batches = WindowBatches(records, lambda r: image_proposals(r, None, cfg)[:top_k], classes,
@@ -198,6 +238,7 @@ def finetune(cfg: Any, records: Sequence[DetectionRecord], classes: Sequence[str
                             images_per_batch=ft.images_per_batch, bg_iou_min=ft.bg_iou_min)
     net = build_feature_net(f.backbone, f.layer, f.weights).train()
     model = finetune_network(net, batches, len(classes), out_dir, steps=ft.steps, lr=ft.lr, momentum=ft.momentum,
-                             weight_decay=ft.weight_decay, freeze_blocks=ft.freeze_blocks, device=device,
-                             checkpoint_every=ft.checkpoint_every, log_every=ft.log_every, progress=progress)
-    return save_finetuned(out_dir, ft.steps, model)
+                             weight_decay=ft.weight_decay, freeze_blocks=ft.freeze_blocks,
+                             lr_step_at=ft.lr_step_at, device=device, checkpoint_every=ft.checkpoint_every,
+                             log_every=ft.log_every, progress=progress)
+    return save_finetuned(out_dir, ft.steps, model, ft.lr_step_at)

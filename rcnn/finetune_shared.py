@@ -29,7 +29,7 @@ from cvcore.io import load_image
 from cvcore.nn import build_optimizer
 from rcnn.bbox_regression import BoxCoder
 from rcnn.features import FeatureNet, build_feature_net, resize_for_scale, roi_pool
-from rcnn.finetune import label_windows, reuse_finetuned, save_finetuned
+from rcnn.finetune import check_resumable, label_windows, reuse_finetuned, save_finetuned, step_schedule
 from rcnn.warp import normalize_image
 
 log = logging.getLogger(__name__)
@@ -185,16 +185,18 @@ class SharedFinetuneModel(nn.Module):
 def finetune_shared_network(net: FeatureNet, batches: RoIBatches, num_classes: int, pool_size: int,
                             out_dir: str | Path, *, steps: int, lr: float = 1e-3, momentum: float = 0.9,
                             weight_decay: float = 5e-4, freeze_blocks: int = 0, box_loss_weight: float = 1.0,
-                            device: str | torch.device = "cpu", checkpoint_every: int = 50, log_every: int = 10,
-                            progress: bool = True) -> SharedFinetuneModel:
+                            lr_step_at: float = 0.0, device: str | torch.device = "cpu", checkpoint_every: int = 50,
+                            log_every: int = 10, progress: bool = True) -> SharedFinetuneModel:
     """Fine-tune ``net`` Fast R-CNN style on ``batches`` for ``steps`` SGD steps (resumes from
     ``out_dir/last.pt``). Returns the trained model (eval mode)."""
+    check_resumable(out_dir, steps, lr_step_at)
     model = SharedFinetuneModel(net, num_classes, pool_size, freeze_blocks=freeze_blocks,
                                 box_loss_weight=box_loss_weight).to(memory_format=torch.channels_last)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(params, "momentum", lr=lr, momentum=momentum, weight_decay=weight_decay)
-    trainer = Trainer(model, optimizer, batches, device=device, out_dir=out_dir, max_steps=steps,
-                      log_every=log_every, checkpoint_every=checkpoint_every, progress=progress, resume=True,
+    trainer = Trainer(model, optimizer, batches, scheduler=step_schedule(optimizer, steps, lr_step_at),
+                      device=device, out_dir=out_dir, max_steps=steps, log_every=log_every,
+                      checkpoint_every=checkpoint_every, progress=progress, resume=True,
                       batch_size_fn=lambda batch: len(batch["images"]))
     trainer.train()
     return model.eval()
@@ -210,7 +212,7 @@ def finetune_shared(cfg: Any, records: Sequence[DetectionRecord], classes: Seque
     from rcnn.train import image_proposals
 
     f, ft = cfg.features, cfg.finetune
-    if (finished := reuse_finetuned(out_dir, ft.steps)) is not None:
+    if (finished := reuse_finetuned(out_dir, ft.steps, ft.lr_step_at)) is not None:
         return finished
     top_k = cfg.proposals.train_per_image
     batches = RoIBatches(records, lambda r: image_proposals(r, None, cfg)[:top_k], classes, scale=f.scales[0],
@@ -221,6 +223,6 @@ def finetune_shared(cfg: Any, records: Sequence[DetectionRecord], classes: Seque
     model = finetune_shared_network(net, batches, len(classes), f.pool_size, out_dir, steps=ft.steps, lr=ft.lr,
                                     momentum=ft.momentum, weight_decay=ft.weight_decay,
                                     freeze_blocks=ft.freeze_blocks, box_loss_weight=ft.box_loss_weight,
-                                    device=device, checkpoint_every=ft.checkpoint_every, log_every=ft.log_every,
-                                    progress=progress)
-    return save_finetuned(out_dir, ft.steps, model)
+                                    lr_step_at=ft.lr_step_at, device=device, checkpoint_every=ft.checkpoint_every,
+                                    log_every=ft.log_every, progress=progress)
+    return save_finetuned(out_dir, ft.steps, model, ft.lr_step_at)

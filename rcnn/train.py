@@ -42,6 +42,7 @@ from rcnn.bbox_regression import BoxRegressor, fit_box_regressor
 from rcnn.config import RCNNConfig
 from rcnn.detector import Detector, meta_proposer, proposal_meta
 from rcnn.features import FeatureCache, FeatureExtractor, build_feature_net, feature_scale, state_dict_digest
+from rcnn.finetune import lr_step_milestone
 from rcnn.shard import finetune_stage, select_records
 from rcnn.svm import LinearSVMs, TrainingImage, hard_negative_mining
 
@@ -296,6 +297,7 @@ def train(cfg: RCNNConfig, progress: bool = True) -> tuple[Detector, dict[str, A
 
 
 def _train(cfg: RCNNConfig, out: Path, progress: bool) -> tuple[Detector, dict[str, Any]]:
+    lr_step_milestone(cfg.finetune.steps, cfg.finetune.lr_step_at)  # a bad value fails now, not after the proposals
     save_config(cfg, out / "config.yaml")
     seed_everything(cfg.train.seed)
     if cfg.train.num_threads:

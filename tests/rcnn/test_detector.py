@@ -90,10 +90,10 @@ def test_detect_cli_writes_readable_json_and_skips_bad_files(trained, rect_voc, 
     (images / "broken.jpg").write_bytes(b"this is not a JPEG")
     out = tmp_path / "out"
     code = detect_main([str(images), "--model", str(trained / "detector.pt"), "--out", str(out), "--vis",
-                        "--quiet", "--json", "--max-per-image", "5", "--coco"])
+                        "--quiet", "--json", "--max-per-image", "5", "--coco", "--proposals", "30"])
     assert code == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert summary["images"] == 2 and summary["skipped"] == ["broken.jpg"]
+    assert summary["images"] == 2 and summary["skipped"] == ["broken.jpg"] and summary["proposals_per_image"] == 30
     classes, dets = read_detections(out / "detections.json")
     assert classes == ["red", "blue"] and len(dets) == 2
     assert all(len(d.boxes) <= 5 for d in dets.values())
@@ -106,12 +106,28 @@ def test_detect_cli_writes_readable_json_and_skips_bad_files(trained, rect_voc, 
     assert row["bbox"] == pytest.approx([x1, y1, x2 - x1, y2 - y1], abs=1e-3)
 
 
-def test_detect_cli_errors_are_one_line(tmp_path, capsys):
+def test_test_time_proposals_override(trained, rect_voc):
+    image = np.asarray(Image.open(sorted((rect_voc / "JPEGImages").glob("*.jpg"))[0]).convert("RGB"))
+    own = Detector.load(trained / "detector.pt")
+    assert own.meta["proposals"]["test_per_image"] == 40
+    few = Detector.load(trained / "detector.pt", proposals=7)
+    assert few.meta["proposals"]["test_per_image"] == 7 and len(own.propose(image)) > 7
+    np.testing.assert_array_equal(few.propose(image), own.propose(image)[:7])  # the same ranking, cut earlier
+    with pytest.raises(ValueError, match="proposals per image"):
+        Detector.load(trained / "detector.pt", proposals=-1)
+    with pytest.raises(ValueError, match="not both"):
+        Detector.load(trained / "detector.pt", proposals=7, propose=own.propose)
+
+
+def test_detect_cli_errors_are_one_line(rect_voc, tmp_path, capsys):
     assert detect_main([str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
     assert "no such folder" in capsys.readouterr().err
     empty = tmp_path / "empty"
     empty.mkdir()
     assert detect_main([str(empty), "--model", "no-such-model", "--out", str(tmp_path / "o")]) == 2
+    capsys.readouterr()
+    assert detect_main([str(rect_voc / "JPEGImages"), "--proposals", "-5", "--out", str(tmp_path / "o")]) == 2
+    assert "--proposals must be >= 0" in capsys.readouterr().err
 
 
 def test_shipped_names_resolve():

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
 from cvcore.datasets import read_voc
 from rcnn.features import build_feature_net
-from rcnn.finetune import WindowBatches, finetune_network, label_windows
+from cvcore.io import atomic_torch_save
+from rcnn.finetune import (WindowBatches, check_resumable, finetune_network, label_windows, reuse_finetuned,
+                            save_finetuned, step_schedule)
 
 
 def iou(a, b):
@@ -50,9 +54,13 @@ def test_window_batches_and_a_few_sgd_steps(rect_voc, tmp_path):
     assert int((batch["labels"] > 0).sum()) == 32 and int((batch["labels"] == 0).sum()) == 96
     net = build_feature_net("mobilenet_v2", weights="none")
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    model = finetune_network(net, batches, 2, tmp_path / "ft", steps=2, lr=0.01, freeze_blocks=10,
-                             checkpoint_every=1, progress=False)
+    model = finetune_network(net, batches, 2, tmp_path / "ft", steps=2, lr=0.01, freeze_blocks=10, lr_step_at=0.5,
+                             checkpoint_every=1, log_every=1, progress=False)
     assert (tmp_path / "ft" / "last.pt").is_file() and (tmp_path / "ft" / "log.jsonl").is_file()
+    logged = [json.loads(line) for line in (tmp_path / "ft" / "log.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in logged if "lr" in r] == pytest.approx([0.01, 0.001])  # the schedule reached the engine
+    with pytest.raises(ValueError, match="another lr schedule"):   # resuming it with another schedule
+        finetune_network(net, batches, 2, tmp_path / "ft", steps=2, lr=0.01, lr_step_at=0.0, progress=False)
     after = model.net.state_dict()
     assert torch.equal(after["trunk.0.0.weight"], before["trunk.0.0.weight"])  # frozen block
     assert not torch.equal(after["trunk.18.0.weight"], before["trunk.18.0.weight"])  # trained block
@@ -65,3 +73,47 @@ def test_label_windows_background_lower_bound():
                      np.float32)  # IoU 1, 0.5, just above 0.1, just below 0.1, 0
     np.testing.assert_array_equal(label_windows(boxes, gt, [0], bg_iou=0.5, bg_iou_min=0.1), [1, 1, 0, -1, -1])
     np.testing.assert_array_equal(label_windows(boxes, gt, [0], bg_iou=0.5), [1, 1, 0, 0, 0])
+
+
+def test_step_schedule_drops_lr_tenfold_once():
+    params = [torch.nn.Parameter(torch.zeros(1))]
+    opt = torch.optim.SGD(params, lr=0.5)
+    assert step_schedule(opt, 10, 0.0) is None                      # constant: the shipped configs
+    sched = step_schedule(opt, 10, 0.75)                            # Fast R-CNN: 30k of 40k -> here 8 of 10
+    seen = []
+    for _ in range(10):
+        seen.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    np.testing.assert_allclose(seen, [0.5] * 8 + [0.05] * 2)
+    for bad in (1.0, -0.1):
+        with pytest.raises(ValueError, match="lr_step_at"):
+            step_schedule(opt, 10, bad)
+    late = step_schedule(torch.optim.SGD(params, lr=0.5), 10, 0.99)  # rounds to 10: clamped so the drop still happens
+    assert late.milestones == {9: 1}
+
+
+def test_finished_finetuning_is_reused_only_with_the_same_schedule(tmp_path):
+    model = torch.nn.Module()
+    model.net, model.classifier = torch.nn.Linear(2, 2), torch.nn.Linear(2, 3)
+    save_finetuned(tmp_path, 100, model, lr_step_at=0.75)
+    assert reuse_finetuned(tmp_path, 100, 0.75) is not None
+    assert reuse_finetuned(tmp_path, 100) is None and reuse_finetuned(tmp_path, 200, 0.75) is None
+    legacy = {"steps": 100, "state_dict": {}, "softmax": {}}         # written before lr_step_at existed: constant
+    atomic_torch_save(legacy, tmp_path / "finetuned.pt")
+    assert reuse_finetuned(tmp_path, 100) is not None and reuse_finetuned(tmp_path, 100, 0.75) is None
+
+
+def test_resuming_with_another_lr_schedule_is_refused(tmp_path):
+    params = [torch.nn.Parameter(torch.zeros(1))]
+    opt = torch.optim.SGD(params, lr=0.1)
+    check_resumable(tmp_path, 1200, 0.75)                            # nothing to resume
+    atomic_torch_save({"scheduler": step_schedule(opt, 1200, 0.75).state_dict()}, tmp_path / "last.pt")
+    check_resumable(tmp_path, 1200, 0.75)
+    for steps, at in ((1600, 0.75), (1200, 0.5), (1200, 0.0)):      # another milestone, or none
+        with pytest.raises(ValueError, match="another lr schedule"):
+            check_resumable(tmp_path, steps, at)
+    atomic_torch_save({"scheduler": None}, tmp_path / "last.pt")      # a constant-rate run may be extended
+    check_resumable(tmp_path, 2400, 0.0)
+    with pytest.raises(ValueError, match="another lr schedule"):
+        check_resumable(tmp_path, 1200, 0.75)

@@ -735,7 +735,16 @@ def main() -> None:
         if s.real and warp.trained and shared.trained:
             maps = [eval_detections(r.preds, s.records, r.detector.class_names)["mAP"] for r in (warp, shared)]
             diff = 100 * (maps[1] - maps[0])
-            summary.append((f"mAP shared - warp, points ({s.name})", diff, ">= -2", verdict(diff, -2, False),
+            stored = [r.detector.meta.get("metrics", {}).get("val", {}).get("mAP") for r in (warp, shared)]
+            if None not in stored:  # the whole validation split, measured when the files were written
+                full = 100 * (stored[1] - stored[0])
+                summary.append((f"mAP shared - warp, points ({s.name}, whole split)", full, ">= -2",
+                                verdict(full, -2, False), f"{stored[1]:.3f} vs {stored[0]:.3f}, stored in the "
+                                "detector files"))
+            # a few dozen boxes: reported beside the whole-split figure, not judged when that exists
+            summary.append((f"mAP shared - warp, points ({s.name}, these images)", diff,
+                            ">= -2" if None in stored else "(reported)",
+                            verdict(diff, -2, False) if None in stored else "-",
                             f"{maps[1]:.3f} vs {maps[0]:.3f} on {len(s.images)} images"))
 
     if done(2):

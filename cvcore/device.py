@@ -11,8 +11,8 @@ import numpy as np
 import torch
 
 __all__ = [
-    "resolve_device", "autocast", "amp_dtype", "seed_everything", "set_num_threads", "pipeline_threads", "DEFAULT_THREADS",
-    "capture_rng_state", "restore_rng_state",
+    "resolve_device", "autocast", "amp_dtype", "seed_everything", "set_num_threads", "pipeline_threads",
+    "DEFAULT_THREADS", "capture_rng_state", "restore_rng_state",
 ]
 
 

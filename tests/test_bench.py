@@ -50,7 +50,8 @@ def test_helpers():
     seconds, how, rows = bench.best_floor(net, 8, [1, 2], channels_last=True, crops=5)
     configs = 2 if bench.cores() > 1 else 1  # all cores as torch threads; one thread per core, one batch each
     assert seconds > 0 and how.startswith("batch ")
-    assert len(rows) == 2 * configs + 1 and "contiguous" in rows[-1]  # each config x 2 batches, then the best other format
+    # each config x 2 batches, then the best one in the other memory format
+    assert len(rows) == 2 * configs + 1 and "contiguous" in rows[-1]
     assert bench.floor_seconds(net, 5, 8, 2, True, threads=1, streams=2) > 0
     assert torch.get_num_threads() == threads_before  # restored
 

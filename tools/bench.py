@@ -54,7 +54,7 @@ from cvcore.evaluation import eval_detections
 from cvcore.io import load_image
 from cvcore.synthetic import blood_smear
 from rcnn.detector import Detector, meta_proposer, proposal_meta, resolve_model_path
-from rcnn.features import FeatureCache
+from rcnn.features import FeatureCache, auto_cnn_streams
 from rcnn.proposals import proposal_best_iou, selective_search
 from rcnn.svm import hard_negative_mining
 from rcnn.train import ImageFeatures, training_images
@@ -343,8 +343,6 @@ def backbone_floor(run: ModeRun, batch_sizes: list[int], max_crops: int) -> tupl
     crops = sum(len(b) for b in run.boxes)
     timed = min(crops, max_crops)  # the floor is linear in the number of crops: time at most max_crops of them
     seconds, how, rows = best_floor(run.floor_net, ext.input_size, batch_sizes, ext.channels_last, timed)
-    from rcnn.features import auto_cnn_streams
-
     rows.append(f"best: {how} (the detector: batch {ext.batch_size}, {torch.get_num_threads()} torch thread(s) x "
                 f"{ext.cnn_streams or auto_cnn_streams(ext.device)} stream(s), "
                 f"{'channels_last' if ext.channels_last else 'contiguous'})")
@@ -736,15 +734,15 @@ def main() -> None:
             maps = [eval_detections(r.preds, s.records, r.detector.class_names)["mAP"] for r in (warp, shared)]
             diff = 100 * (maps[1] - maps[0])
             stored = [r.detector.meta.get("metrics", {}).get("val", {}).get("mAP") for r in (warp, shared)]
-            if None not in stored:  # the whole validation split, measured when the files were written
+            whole = None not in stored  # the whole validation split, measured when the files were written
+            if whole:
                 full = 100 * (stored[1] - stored[0])
                 summary.append((f"mAP shared - warp, points ({s.name}, whole split)", full, ">= -2",
                                 verdict(full, -2, False), f"{stored[1]:.3f} vs {stored[0]:.3f}, stored in the "
                                 "detector files"))
-            # a few dozen boxes: reported beside the whole-split figure, not judged when that exists
+            # a few dozen boxes: judged only when the whole-split figure is missing
             summary.append((f"mAP shared - warp, points ({s.name}, these images)", diff,
-                            ">= -2" if None in stored else "(reported)",
-                            verdict(diff, -2, False) if None in stored else "-",
+                            "(reported)" if whole else ">= -2", "-" if whole else verdict(diff, -2, False),
                             f"{maps[1]:.3f} vs {maps[0]:.3f} on {len(s.images)} images"))
 
     if done(2):

@@ -120,6 +120,8 @@ class TrainConfig:
     checkpoint_every: int = 200
     eval_every: int = 0  # steps between validation PCK evaluations; 0 = at the end of each stage only
     eval_limit: int = 300  # validation images used for the periodic evaluation (the final report uses all)
+    # score each sample against its annotation or its left/right exchange, whichever fits (crowd-sourced labels)
+    left_right_tolerant: bool = False
     part_detector: StageConfig = field(default_factory=lambda: StageConfig(epochs=12.0, lr=2e-3))
     spatial_model: StageConfig = field(default_factory=lambda: StageConfig(epochs=2.0, lr=1e-3, warmup_steps=20))
     joint: StageConfig = field(default_factory=lambda: StageConfig(epochs=2.0, lr=2e-4, warmup_steps=20))

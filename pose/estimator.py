@@ -40,9 +40,10 @@ def build_codec(cfg: PoseConfig) -> HeatmapCodec:
 
 def build_pose_model(cfg: PoseConfig, num_joints: int, skeleton: Sequence[tuple[int, int]] = (),
                      flip_pairs: Sequence[tuple[int, int]] = (), stage: str = "part_detector",
-                     pretrained: bool = True) -> PoseModel:
+                     pretrained: bool = True, left_right_tolerant: bool = False) -> PoseModel:
     """Part detector (+ spatial model when enabled) + codec, freshly initialised from the config
-    (``pretrained=False``: without loading ImageNet weights, for a state dict loaded next)."""
+    (``pretrained=False``: without loading ImageNet weights, for a state dict loaded next;
+    ``left_right_tolerant``: see :class:`pose.model.PoseModel`)."""
     from pose.part_detector import build_part_detector
     from pose.spatial_model import build_spatial_model
 
@@ -50,7 +51,7 @@ def build_pose_model(cfg: PoseConfig, num_joints: int, skeleton: Sequence[tuple[
     part_detector = build_part_detector(cfg.model.part_detector, num_joints, cfg.codec.stride, pretrained)
     spatial = (build_spatial_model(cfg.model.spatial_model, num_joints, codec.heatmap_size, skeleton)
                if cfg.model.spatial_model.enabled else None)
-    return PoseModel(part_detector, spatial, codec, flip_pairs, stage=stage)
+    return PoseModel(part_detector, spatial, codec, flip_pairs, stage=stage, left_right_tolerant=left_right_tolerant)
 
 
 def save_model_file(path: str | Path, model: PoseModel, cfg: PoseConfig, joint_names: Sequence[str],

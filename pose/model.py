@@ -6,6 +6,11 @@ Training stages (``PoseModel.stage``):
 * ``"spatial_model"``: the part detector is frozen (eval mode, no gradients); the spatial model learns on its output.
 * ``"joint"``: both learn; loss = MSE of the part detector + MSE of the spatial model.
 
+With ``left_right_tolerant`` each training sample is scored against its annotation or against the annotation with
+left and right joints exchanged, whichever the prediction fits better (the same choice for every loss of the
+sample). LSPET's crowd-sourced labels exchange left and right on about one person in ten; a one-step spatial model
+cannot tell such an exchange from the truth, and learning both versions blurs each left/right pair of heatmaps.
+
 In training ``model(batch)`` returns a dict of losses; in eval it returns heatmaps and decoded joints. Targets are
 rendered from the batch's joints by the model's codec, the same object that decodes predictions.
 """
@@ -18,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from cvcore.nn import build_loss
-from pose.codec import HeatmapCodec
+from pose.codec import HeatmapCodec, flip_permutation
 from pose.part_detector import PartDetector
 from pose.spatial_model import SpatialModel
 
@@ -36,15 +41,21 @@ class PoseModel(nn.Module):
         codec: renders targets and decodes heatmaps (input size, stride, sigma).
         flip_pairs: (left, right) joint index pairs, used by the flip test.
         stage: one of :data:`STAGES`.
+        left_right_tolerant: score each training sample against its annotation or its left/right exchange,
+            whichever is lower (needs ``flip_pairs``).
     """
 
     def __init__(self, part_detector: PartDetector, spatial_model: SpatialModel | None, codec: HeatmapCodec,
-                 flip_pairs: Sequence[tuple[int, int]] = (), stage: str = "part_detector"):
+                 flip_pairs: Sequence[tuple[int, int]] = (), stage: str = "part_detector",
+                 left_right_tolerant: bool = False):
         super().__init__()
         self.part_detector = part_detector
         self.spatial_model = spatial_model
         self.codec = codec
         self.flip_pairs = [tuple(p) for p in flip_pairs]
+        if left_right_tolerant and not self.flip_pairs:
+            raise ValueError("left_right_tolerant needs the skeleton's flip_pairs (left/right joint pairs)")
+        self.left_right_tolerant = left_right_tolerant
         self.loss = build_loss("heatmap_mse")
         self.stage = "part_detector"
         self.set_stage(stage)
@@ -89,10 +100,29 @@ class PoseModel(nn.Module):
                 parts = self.part_detector(images)
         else:
             parts = self.part_detector(images)
+        final = self.spatial_model(parts) if self.stage != "part_detector" else parts
+        if self.left_right_tolerant:
+            targets, weights = self.closer_labelling(final, targets, weights)
+        if self.stage != "spatial_model":
             losses["part_detector"] = self.loss(parts, targets, weights)
         if self.stage != "part_detector":
-            losses["spatial_model"] = self.loss(self.spatial_model(parts), targets, weights)
+            losses["spatial_model"] = self.loss(final, targets, weights)
         return losses
+
+    @torch.no_grad()
+    def closer_labelling(self, heatmaps: Tensor, targets: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
+        """Per sample, the targets and weights as annotated or with left/right joints exchanged, whichever
+        ``heatmaps`` Tensor[N, K, h, w] fit better (weighted squared error; ties keep the annotation)."""
+        perm = torch.as_tensor(flip_permutation(targets.shape[1], self.flip_pairs), device=targets.device)
+        swapped_t, swapped_w = targets[:, perm], weights[:, perm]
+
+        def error(t: Tensor, w: Tensor) -> Tensor:
+            diff = torch.where(w[:, :, None, None] > 0, heatmaps.float() - t, torch.zeros_like(t))
+            return (w[:, :, None, None] * diff.pow(2)).sum(dim=(1, 2, 3))
+
+        swap = error(swapped_t, swapped_w) < error(targets, weights)
+        pick = swap[:, None, None, None]
+        return torch.where(pick, swapped_t, targets), torch.where(swap[:, None], swapped_w, weights)
 
     def heatmaps(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """images Tensor[N, 3, H, W] -> (final heatmaps, part-detector heatmaps), each Tensor[N, K, h, w].

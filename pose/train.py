@@ -203,7 +203,8 @@ def train(cfg: PoseConfig, progress: bool = True, stages: tuple[str, ...] = STAG
     _barrier_unless(main, dist_info)          # rank 0 builds the crop cache first, the others then read it
     data = load_pose_data(cfg, progress=progress)
     _barrier_unless(not main, dist_info)
-    model = build_pose_model(cfg, len(data.joint_names), data.skeleton, data.flip_pairs)
+    model = build_pose_model(cfg, len(data.joint_names), data.skeleton, data.flip_pairs,
+                             left_right_tolerant=cfg.train.left_right_tolerant)
     spatial_loaded = False
     extra: dict[str, Any] = {}
     if cfg.train.init_from:  # a stage's own checkpoint, when there is one, still takes precedence (resume)

@@ -116,6 +116,68 @@ def test_missing_joints_carry_no_loss_and_no_gradient(tmp_path, stage):
     assert a == pytest.approx(b, rel=1e-6)
 
 
+def _swap_left_right(batch):
+    """The batch with every left/right joint pair's labels exchanged (the image unchanged): a crowd worker's slip."""
+    perm = list(range(14))
+    for a, b in LSP_FLIP_PAIRS:
+        perm[a], perm[b] = b, a
+    return {**batch, "joints": batch["joints"][:, perm], "visible": batch["visible"][:, perm]}
+
+
+@pytest.mark.parametrize("stage", ["part_detector", "spatial_model", "joint"])
+def test_left_right_tolerant_loss_is_the_smaller_of_the_two_labellings_per_sample(tmp_path, stage):
+    torch.manual_seed(0)
+    cfg = tiny_config(tmp_path, tmp_path)
+    plain = build_pose_model(cfg, 14, LSP_SKELETON, LSP_FLIP_PAIRS, stage="joint").train()
+    batch = _batch(n=3, seed=4)
+    batch["visible"][:] = True
+    opt = torch.optim.Adam(plain.parameters(), lr=1e-2)
+    for _ in range(40):  # fit the batch a little, so the heatmaps tell its left from its right
+        opt.zero_grad()
+        sum(plain(batch).values()).backward()
+        opt.step()
+    plain.set_stage(stage)
+    tolerant = build_pose_model(cfg, 14, LSP_SKELETON, LSP_FLIP_PAIRS, stage=stage,
+                                left_right_tolerant=True).train()
+    tolerant.load_state_dict(plain.state_dict())
+    for m in [*plain.modules(), *tolerant.modules()]:  # running statistics: every forward pass gives the same maps
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.eval()
+    batch = {k: torch.cat([v[:1], _swap_left_right(batch)[k][1:2], v[2:]]) for k, v in batch.items()}  # a slip
+    swapped = _swap_left_right(batch)
+    final_key = "part_detector" if stage == "part_detector" else "spatial_model"
+
+    def alone(b, i):  # sample i's loss: the same batched forward pass, the other samples' joints unannotated
+        return plain({**b, "visible": b["visible"] & (torch.arange(3) == i)[:, None]})[final_key]
+
+    with torch.no_grad():
+        got = tolerant(batch)
+        picks = [swapped if alone(swapped, i) < alone(batch, i) else batch for i in range(3)]
+        assert [p is swapped for p in picks] == [False, True, False]
+        want = plain({k: torch.stack([p[k][i] for i, p in enumerate(picks)]) for k in batch})
+        assert set(got) == set(want)
+        for k in want:
+            assert got[k].item() == pytest.approx(want[k].item(), rel=1e-6)
+        assert got[final_key].item() < plain(batch)[final_key].item()
+        # labelled mirrored throughout, the batch scores exactly as labelled
+        assert tolerant(swapped)[final_key].item() == pytest.approx(got[final_key].item(), rel=1e-6)
+
+
+def test_left_right_tolerant_picks_the_labelling_the_heatmaps_show(tmp_path):
+    model = build_pose_model(tiny_config(tmp_path, tmp_path), 14, LSP_SKELETON, LSP_FLIP_PAIRS,
+                             left_right_tolerant=True)
+    batch = _batch(n=2, seed=5)
+    targets, weights = model.codec.encode(batch["joints"], batch["visible"])
+    swapped = _swap_left_right(batch)
+    s_targets, s_weights = model.codec.encode(swapped["joints"], swapped["visible"])
+    heatmaps = torch.stack([s_targets[0], targets[1]])  # sample 0 shows the mirrored labelling, sample 1 the given
+    t, w = model.closer_labelling(heatmaps, targets, weights)
+    assert torch.equal(t[0], s_targets[0]) and torch.equal(w[0], s_weights[0])
+    assert torch.equal(t[1], targets[1]) and torch.equal(w[1], weights[1])
+    with pytest.raises(ValueError, match="flip_pairs"):
+        build_pose_model(tiny_config(tmp_path, tmp_path), 14, LSP_SKELETON, (), left_right_tolerant=True)
+
+
 def test_spatial_stage_freezes_part_detector(tmp_path):
     model = _model(tmp_path, "spatial_model")
     model.train()

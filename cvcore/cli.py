@@ -21,7 +21,8 @@ class CLIError(Exception):
 def add_common_args(parser: argparse.ArgumentParser, device: bool = True, json_flag: bool = True) -> None:
     """``--debug``, ``--quiet``, optionally ``--json`` and ``--device``."""
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
-    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars or tables; warnings and errors only")
+    parser.add_argument("--quiet", "-q", action="store_true",
+                        help="no progress bars or tables; warnings and errors only")
     if json_flag:
         parser.add_argument("--json", action="store_true", help="print a machine-readable JSON summary on stdout")
     if device:
@@ -41,7 +42,8 @@ def setup_logging(quiet: bool = False, debug: bool = False) -> None:
     warnings.formatwarning = _ORIGINAL_FORMATWARNING if debug else _one_line_warning
 
 
-def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None, prog: str = "") -> int:
+def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None,
+            prog: str = "") -> int:
     """Run ``main(argv)``; turn any exception into ``"<prog>: error: <message>"`` on stderr and exit code 2 (1 for
     unexpected errors), unless ``--debug`` is among the arguments, in which case the traceback is shown."""
     args = list(sys.argv[1:] if argv is None else argv)

@@ -133,7 +133,8 @@ def _from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-    """Split ``"a.b=value"`` into ``("a.b", parsed value)``; the value is parsed as YAML (``1e-3``, ``[1, 2]``, ``true``)."""
+    """Split ``"a.b=value"`` into ``("a.b", parsed value)``; the value is parsed as YAML (``1e-3``, ``[1, 2]``,
+    ``true``)."""
     if "=" not in text:
         raise ConfigError(f"override '{text}' is not of the form key=value (e.g. train.lr=0.01)")
     key, raw = text.split("=", 1)

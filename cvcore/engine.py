@@ -113,7 +113,8 @@ class Trainer:
         log_every: steps between log lines and progress-bar updates (``log.jsonl``: step, epoch, losses, loss,
             lr used by the step, images_per_s over the interval, time in seconds since this ``train()`` call began).
         eval_fn: ``eval_fn(model) -> dict[str, float]`` (the bare model, not its DDP wrapper), called in eval mode
-            under ``torch.no_grad()`` every ``eval_every`` steps and after the last step; metrics go to ``log.jsonl`` (``"eval"`` lines).
+            under ``torch.no_grad()`` every ``eval_every`` steps and after the last step; metrics go to
+            ``log.jsonl`` (``"eval"`` lines).
         best_metric, best_mode: the metric and direction (``"max"`` / ``"min"``) that select ``best.pt``.
         early_stop_patience: stop after this many evaluations in a row without improvement of ``best_metric``.
         checkpoint_every: steps between ``last.pt`` checkpoints (always written after the last step as well).
@@ -134,7 +135,8 @@ class Trainer:
                  best_metric: str | None = None, best_mode: str = "max", early_stop_patience: int | None = None,
                  checkpoint_every: int | None = None, snapshot_every: int | None = None, progress: bool = True,
                  resume: bool = False, batch_size_fn: Callable[[Any], int] | None = None) -> None:
-        eval_every, checkpoint_every, snapshot_every = eval_every or None, checkpoint_every or None, snapshot_every or None
+        eval_every, checkpoint_every, snapshot_every = (eval_every or None, checkpoint_every or None,
+                                                        snapshot_every or None)
         if max_steps < 1:
             raise ValueError(f"Trainer: max_steps must be >= 1, got {max_steps}")
         if best_mode not in ("max", "min"):

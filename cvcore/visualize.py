@@ -30,7 +30,8 @@ def _thickness(img: np.ndarray) -> int:
 
 def draw_boxes(image: np.ndarray, boxes: np.ndarray, labels: Sequence[str] = (), scores: Sequence[float] | None = None,
                class_names: Sequence[str] = ()) -> np.ndarray:
-    """Draw xyxy ``boxes`` (N x 4) with ``label score`` captions; colours by position of the label in ``class_names``."""
+    """Draw xyxy ``boxes`` (N x 4) with ``label score`` captions; colours by position of the label in
+    ``class_names``."""
     out = np.ascontiguousarray(image.copy())
     t = _thickness(out)
     names = list(class_names) or sorted(set(labels))
@@ -68,7 +69,8 @@ def draw_skeleton(image: np.ndarray, joints: np.ndarray, skeleton: Sequence[tupl
 
 
 def overlay_heatmaps(image: np.ndarray, heatmaps: np.ndarray, alpha: float = 0.55) -> np.ndarray:
-    """Overlay the per-pixel maximum of ``heatmaps`` (K x h x w, any scale, resized to the image) as a jet colour map."""
+    """Overlay the per-pixel maximum of ``heatmaps`` (K x h x w, any scale, resized to the image) as a jet
+    colour map."""
     hm = np.asarray(heatmaps, dtype=np.float32).reshape(-1, *np.shape(heatmaps)[-2:]).max(axis=0)
     hm = hm - hm.min()
     hm = hm / max(float(hm.max()), 1e-12)

@@ -55,7 +55,8 @@ class HeatmapCodec:
         joints = torch.as_tensor(joints, dtype=torch.float32)
         visible = torch.as_tensor(visible).bool()
         w, h = self.input_size
-        inside = (joints[..., 0] >= -0.5) & (joints[..., 0] < w - 0.5) & (joints[..., 1] >= -0.5) & (joints[..., 1] < h - 0.5)
+        inside = ((joints[..., 0] >= -0.5) & (joints[..., 0] < w - 0.5)
+                  & (joints[..., 1] >= -0.5) & (joints[..., 1] < h - 0.5))
         keep = visible & inside
         hw = (self.heatmap_size[1], self.heatmap_size[0])
         heatmaps = render_gaussian_heatmaps(joints, keep, hw, self.stride, self.sigma)

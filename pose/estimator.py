@@ -64,7 +64,8 @@ def save_model_file(path: str | Path, model: PoseModel, cfg: PoseConfig, joint_n
     state = {k: (v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu())
              for k, v in model.state_dict().items()}
     obj = {"format": FORMAT, "version": VERSION, "config": config_to_dict(cfg), "joint_names": list(joint_names),
-           "skeleton": [list(map(int, e)) for e in skeleton], "flip_pairs": [list(map(int, p)) for p in model.flip_pairs],
+           "skeleton": [list(map(int, e)) for e in skeleton],
+           "flip_pairs": [list(map(int, p)) for p in model.flip_pairs],
            "stage": model.stage, "state_dict": state, "metrics": metrics or {}, **(extra or {})}
     return atomic_torch_save(obj, path)
 
@@ -78,7 +79,8 @@ def resolve_model_path(path_or_name: str | Path) -> Path:
     if shipped.is_file():
         return shipped
     names = sorted(q.stem for q in MODELS_DIR.glob("*.pt"))
-    raise FileNotFoundError(f"{path_or_name}: no such model file or shipped model (shipped: {', '.join(names) or 'none'})")
+    raise FileNotFoundError(f"{path_or_name}: no such model file or shipped model "
+                            f"(shipped: {', '.join(names) or 'none'})")
 
 
 def init_from_model_file(model: PoseModel, path_or_name: str | Path) -> list[str]:

@@ -55,7 +55,8 @@ def _split_records(cfg: PoseConfig) -> tuple[Any, list, list]:
     if len(d.train_range) != 2 or len(d.val_range) != 2 or len(d.input_size) != 2:
         raise ValueError("data.train_range, data.val_range and data.input_size take two numbers each")
     train_ds = load_pose_dataset(d.root, d.format, split=d.train_split or None)
-    val_ds = train_ds if d.val_split == d.train_split else load_pose_dataset(d.root, d.format, split=d.val_split or None)
+    val_ds = (train_ds if d.val_split == d.train_split
+              else load_pose_dataset(d.root, d.format, split=d.val_split or None))
     train_records = select_range(train_ds, *d.train_range)
     val_records = select_range(val_ds, *d.val_range)
     if not train_records or not val_records:
@@ -132,8 +133,10 @@ def format_pck_table(results: dict[str, dict], alphas=(0.05, 0.1, 0.2)) -> str:
         per_part = r[f"per_part@{top}"]
         parts = parts or list(per_part)
         cells = [f"{per_part[p]:.1f}" if per_part[p] is not None else "-" for p in parts]
-        rows.append(f"| {name} | " + " | ".join(cells) + " | " + " | ".join(f"{r[f'PCK@{a}']:.1f}" for a in alphas) + " |")
-    header = "| model | " + " | ".join(f"{p}@{top}" for p in parts) + " | " + " | ".join(f"mean@{a}" for a in alphas) + " |"
+        rows.append(f"| {name} | " + " | ".join(cells) + " | "
+                    + " | ".join(f"{r[f'PCK@{a}']:.1f}" for a in alphas) + " |")
+    header = ("| model | " + " | ".join(f"{p}@{top}" for p in parts) + " | "
+              + " | ".join(f"mean@{a}" for a in alphas) + " |")
     sep = "|" + "---|" * (1 + len(parts) + len(alphas))
     return "\n".join([header, sep, *rows])
 

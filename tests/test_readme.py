@@ -20,7 +20,8 @@ def test_readme_has_python_examples():
 def test_readme_block_runs(index, tmp_path):
     r = subprocess.run([sys.executable, "-c", BLOCKS[index]], cwd=tmp_path, capture_output=True, text=True,
                        timeout=300)
-    assert r.returncode == 0, f"README python block {index} failed:\n{BLOCKS[index]}\n--- stderr ---\n{r.stderr[-3000:]}"
+    assert r.returncode == 0, (f"README python block {index} failed:\n{BLOCKS[index]}\n"
+                               f"--- stderr ---\n{r.stderr[-3000:]}")
 
 
 ROOT = README.parent

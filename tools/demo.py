@@ -3,7 +3,7 @@
     python tools/demo.py --out demo_out                  # shipped models; also evaluates on ../shared/data if present
     python tools/demo.py --out demo_out --data none      # built-in images only
     python tools/demo.py --out /tmp/demo --quick         # smoke test: one or two images per step
-    python tools/demo.py --out demo_out --models-dir DIR # model files DIR/{bccd,bccd-fast,raccoon,raccoon-fast,lspet}.pt
+    python tools/demo.py --out demo_out --models-dir DIR # DIR/{bccd,bccd-fast,raccoon,raccoon-fast,lspet}.pt
 
 Inputs come from the installed packages or are generated: blood smears drawn by ``cvcore.synthetic`` (with known boxes,
 written as a VOC folder) for the BCCD detectors, scikit-image's bundled photos for the raccoon detectors and the pose
@@ -337,7 +337,8 @@ def evaluate_on_data(tools: Tools, data: Path, refs: dict[str, str], limits: dic
     if (data / "raccoon").is_dir():
         val = [r.image_path for r in read_voc(data / "raccoon")][3::4]
         for name in (n for n in refs if n.startswith("raccoon")):
-            say(quiet, f"demo: evaluating {name} on Raccoon val ({min(len(val), limits['raccoon'] or len(val))} images)")
+            say(quiet, f"demo: evaluating {name} on Raccoon val "
+                       f"({min(len(val), limits['raccoon'] or len(val))} images)")
             results[name] = {"data": "Raccoon val (every 4th)", **evaluate_detector(
                 tools, refs[name], data / "raccoon", spread(val, limits["raccoon"]), len(val), vis_thr[name],
                 out / name)}
@@ -440,7 +441,8 @@ def build_report(out: Path, ctx: dict) -> Report:
         elif "mAP" in real:
             measured = f"mAP {fmt_metric(real['mAP'])} on {real['images']} of {real['total']} {real['data']} images"
         else:
-            measured = f"PCK@0.2 {fmt_metric(real['PCK@0.2'])} on {real['images']} of {real['total']} {real['data']} images"
+            measured = (f"PCK@0.2 {fmt_metric(real['PCK@0.2'])} on {real['images']} of {real['total']} "
+                        f"{real['data']} images")
         if real and real["images"] < real["total"]:
             measured += " (subset)"
         generated = fmt_metric(r["generated"]["mAP"]) if "generated" in r else "-"
@@ -473,7 +475,8 @@ def build_report(out: Path, ctx: dict) -> Report:
         report.image(path, caption)
     if ctx["pose_vis"]:
         for path in ctx["pose_vis"]:
-            report.image(path, f"{POSE_MODEL}: skeleton on {path.stem} (whole image; only '{PERSON_PHOTO}' shows a person)")
+            report.image(path, f"{POSE_MODEL}: skeleton on {path.stem} "
+                               f"(whole image; only '{PERSON_PHOTO}' shows a person)")
 
     if ctx["curves"]:
         report.heading("Curves")

@@ -65,8 +65,8 @@ from .voc import VOC_CLASSES, read_voc, voc_xml
 
 __all__ = [
     "DetectionRecord", "PoseRecord", "DetectionDataset", "PoseDataset", "Skeleton", "DatasetError", "DatasetWarning",
-    "read_voc", "voc_xml", "read_coco_detection", "read_coco_keypoints", "read_lsp", "read_lspet", "read_flic", "read_mpii",
-    "load_detection_dataset", "load_pose_dataset", "detect_detection_format", "detect_pose_format",
+    "read_voc", "voc_xml", "read_coco_detection", "read_coco_keypoints", "read_lsp", "read_lspet", "read_flic",
+    "read_mpii", "load_detection_dataset", "load_pose_dataset", "detect_detection_format", "detect_pose_format",
     "POSE_FORMATS", "DETECTION_FORMATS", "VOC_CLASSES",
     "write_detections", "read_detections", "detections_to_coco", "write_coco_results", "write_poses", "read_poses",
     "ImageDetections", "ImagePoses", "PersonPose", "PredictionFileError",

@@ -58,7 +58,8 @@ def read_flic(root: str | os.PathLike, split: str | None = None) -> PoseDataset:
     if split is not None and f"is{split}" not in examples.dtype.names:
         missing.append(f"is{split}")
     if missing:
-        raise DatasetError(f"{path}: 'examples' lacks field(s) {', '.join(missing)} (has {', '.join(examples.dtype.names)})")
+        raise DatasetError(f"{path}: 'examples' lacks field(s) {', '.join(missing)} "
+                           f"(has {', '.join(examples.dtype.names)})")
     examples = np.atleast_1d(examples)
 
     images = folder / "images"

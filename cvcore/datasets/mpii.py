@@ -117,7 +117,8 @@ def read_mpii(
         else:
             key = next((key for key in _HEAD_KEYS if key in entry), None)
             if key is not None:
-                head = _vector(entry, key, (4,), path, i, flatten=True) - 1.0  # [x1, y1, x2, y2] or [[x1, y1], [x2, y2]]
+                # [x1, y1, x2, y2] or [[x1, y1], [x2, y2]]
+                head = _vector(entry, key, (4,), path, i, flatten=True) - 1.0
         records.append(PoseRecord(image_path=image_root / entry["image"], joints=joints - 1.0, visible=visible,
                                   box=box, head_box=head, file=Path(entry["image"]).as_posix()))
     return PoseDataset(skeleton=MPII, records=records, image_root=image_root)

@@ -173,7 +173,8 @@ def _load_json(path: Path) -> Any:
 # --------------------------------------------------------------------------------------------------- detections
 
 
-def _parse_detection_image(check: _Checker, entry: Any, where: str, classes: set[str], seen: set[str]) -> ImageDetections:
+def _parse_detection_image(check: _Checker, entry: Any, where: str, classes: set[str],
+                           seen: set[str]) -> ImageDetections:
     entry = check.obj(entry, where, ("file", "width", "height", "detections"))
     file = check.file(entry["file"], f"{where}.file", seen)
     width, height = check.size(entry["width"], f"{where}.width"), check.size(entry["height"], f"{where}.height")
@@ -351,7 +352,8 @@ def _parse_pose_image(check: _Checker, entry: Any, where: str, num_joints: int, 
 
 
 def _pose_to_json(image: ImagePoses) -> dict:
-    size = {} if image.width is None or image.height is None else {"width": int(image.width), "height": int(image.height)}
+    size = ({} if image.width is None or image.height is None
+            else {"width": int(image.width), "height": int(image.height)})
     return {"file": image.file, **size, "people": [
         {"box": None if p.box is None else [_f32(v) for v in p.box],
          "joints": [[_f32(x), _f32(y), _f32(s)] for (x, y), s in zip(p.joints, p.scores)]}
@@ -360,7 +362,8 @@ def _pose_to_json(image: ImagePoses) -> dict:
 
 
 def write_poses(
-    path: str | os.PathLike, joint_names: Sequence[str], images: Iterable[ImagePoses | Mapping] | Mapping[str, ImagePoses],
+    path: str | os.PathLike, joint_names: Sequence[str],
+    images: Iterable[ImagePoses | Mapping] | Mapping[str, ImagePoses],
 ) -> Path:
     """Write a poses file atomically.
 
@@ -384,7 +387,8 @@ def write_poses(
         entry = _pose_to_json(item) if isinstance(item, ImagePoses) else item
         entries.append(_pose_to_json(_parse_pose_image(check, entry, f"images[{i}]", len(joint_names), seen)))
     lines = ['{"joint_names": ' + json.dumps(joint_names) + ',', ' "images": [']
-    lines += ["  " + json.dumps(e, allow_nan=False) + ("," if i < len(entries) - 1 else "") for i, e in enumerate(entries)]
+    lines += ["  " + json.dumps(e, allow_nan=False) + ("," if i < len(entries) - 1 else "")
+              for i, e in enumerate(entries)]
     lines.append(" ]}")
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path

@@ -193,7 +193,8 @@ FLIC_JOINTS = (
     "left_shoulder", "left_elbow", "left_wrist", "right_shoulder", "right_elbow", "right_wrist",
     "left_hip", "right_hip", "left_eye", "right_eye", "nose",
 )
-FLIC_SLOTS = (0, 1, 2, 3, 4, 5, 6, 9, 12, 13, 16)  # 0-based rows of `coords` (MATLAB 1, 2, 3, 4, 5, 6, 7, 10, 13, 14, 17)
+# 0-based rows of `coords` (MATLAB 1, 2, 3, 4, 5, 6, 7, 10, 13, 14, 17)
+FLIC_SLOTS = (0, 1, 2, 3, 4, 5, 6, 9, 12, 13, 16)
 FLIC_FLIP_PAIRS = left_right_pairs(FLIC_JOINTS)
 FLIC_SKELETON = _pairs(FLIC_JOINTS, [
     ("left_wrist", "left_elbow"), ("left_elbow", "left_shoulder"), ("right_wrist", "right_elbow"),
@@ -312,7 +313,8 @@ def sanitize_boxes(
         text = f"[{x1:g}, {y1:g}, {x2:g}, {y2:g}]"
         if not np.all(np.isfinite(box)) or x2 - x1 <= min_extent or y2 - y1 <= min_extent:
             if on_error == "raise":
-                raise DatasetError(f"{where}: {names[i]}: degenerate box, zero or negative width or height (xyxy {text})")
+                raise DatasetError(f"{where}: {names[i]}: degenerate box, zero or negative width or height "
+                                   f"(xyxy {text})")
             warn(f"{where}: {names[i]}: degenerate box, zero or negative width or height (xyxy {text}); dropped")
             keep[i] = False
             continue

@@ -194,7 +194,8 @@ def _split_ids(root: Path, split: str) -> list[str]:
     path = root / "ImageSets" / "Main" / f"{split}.txt"
     if not path.is_file():
         available = sorted(p.stem for p in (root / "ImageSets" / "Main").glob("*.txt") if "_" not in p.stem)
-        hint = f" (available: {', '.join(available)})" if available else " (this dataset has no ImageSets: use split=None)"
+        hint = (f" (available: {', '.join(available)})" if available
+                else " (this dataset has no ImageSets: use split=None)")
         raise DatasetError(f"{path}: split file not found{hint}")
     ids = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
     if not ids:

@@ -179,7 +179,8 @@ def _label_names(labels: Any, classes: Sequence[str], where: str) -> list[str]:
         elif isinstance(label, (int, np.integer)) and 0 <= int(label) < len(classes):
             names.append(classes[int(label)])
         else:
-            raise ValueError(f"{where}: label {label!r} is neither a class name nor an index into {len(classes)} classes")
+            raise ValueError(f"{where}: label {label!r} is neither a class name nor an index into "
+                             f"{len(classes)} classes")
     return names
 
 
@@ -227,7 +228,8 @@ def eval_detections(
         g_diff = np.zeros(len(g_boxes), bool) if g_diff is None else np.asarray(g_diff, bool).reshape(-1)
         if not (len(g_labels) == len(g_boxes) == len(g_diff)):
             raise ValueError(
-                f"ground truth of image {i}: {len(g_boxes)} boxes, {len(g_labels)} labels, {len(g_diff)} difficult flags"
+                f"ground truth of image {i}: {len(g_boxes)} boxes, {len(g_labels)} labels, "
+                f"{len(g_diff)} difficult flags"
             )
         p_boxes = _as_boxes(_field(pred, "boxes"), f"predictions of image {i}")
         p_scores = np.asarray(_to_numpy(_field(pred, "scores", [])), np.float64).reshape(-1)

@@ -36,18 +36,18 @@ def build_optimizer(params: Iterable[torch.Tensor] | Iterable[dict] | nn.Module,
                     momentum: float | None = None, weight_decay: float = 0.0, **kwargs: Any) -> Optimizer:
     """Optimizer by config name. ``weight_decay`` is the L2 coefficient added to the gradient (``g + wd * w``).
 
-    ============  ===========================================================  ==============================
-    name          torch                                                        update (g: gradient + wd * w)
-    ============  ===========================================================  ==============================
-    ``sgd``       ``SGD(momentum=0)``                                          w -= lr g
-    ``momentum``  ``SGD(momentum=0.9)``                                        b = mu b + g; w -= lr b
-    ``nesterov``  ``SGD(momentum=0.9, nesterov=True)``                         b = mu b + g; w -= lr (g + mu b)
-    ``adagrad``   ``Adagrad``                                                  G += g^2; w -= lr g / (sqrt(G) + eps)
-    ``rmsprop``   ``RMSprop(alpha=0.99)``                                      v = a v + (1-a) g^2; w -= lr g / (sqrt(v) + eps)
-    ``adam``      ``Adam(betas=(0.9, 0.999))``                                 bias-corrected moments
+    ============  ====================================================  ================================================
+    name          torch                                                 update (g: gradient + wd * w)
+    ============  ====================================================  ================================================
+    ``sgd``       ``SGD(momentum=0)``                                   w -= lr g
+    ``momentum``  ``SGD(momentum=0.9)``                                 b = mu b + g; w -= lr b
+    ``nesterov``  ``SGD(momentum=0.9, nesterov=True)``                  b = mu b + g; w -= lr (g + mu b)
+    ``adagrad``   ``Adagrad``                                           G += g^2; w -= lr g / (sqrt(G) + eps)
+    ``rmsprop``   ``RMSprop(alpha=0.99)``                               v = a v + (1-a) g^2; w -= lr g / (sqrt(v) + eps)
+    ``adam``      ``Adam(betas=(0.9, 0.999))``                          bias-corrected moments
     ``adamw``     ``AdamW`` (decoupled decay)
-    ``lbfgs``     ``LBFGS`` (needs a closure; the Trainer provides it)         no weight_decay: use ``penalty``
-    ============  ===========================================================  ==============================
+    ``lbfgs``     ``LBFGS`` (needs a closure; the Trainer provides it)  no weight_decay: use ``penalty``
+    ============  ====================================================  ================================================
 
     Args:
         params: parameters, parameter-group dicts, or a module (all its trainable parameters).

@@ -413,7 +413,8 @@ def test_mpii_json(tmp_path):
     assert ds[1].head_box is None
     # head boxes from the official ground-truth .mat (headboxes_src[corner, axis, n])
     headboxes = np.zeros((2, 2, 3))
-    headboxes[0, 0], headboxes[0, 1], headboxes[1, 0], headboxes[1, 1] = [1, 2, 3], [4, 5, 6], [11, 12, 13], [14, 15, 16]
+    headboxes[0, 0], headboxes[0, 1], headboxes[1, 0], headboxes[1, 1] = (
+        [1, 2, 3], [4, 5, 6], [11, 12, 13], [14, 15, 16])
     scipy.io.savemat(tmp_path / "gt.mat", {"headboxes_src": headboxes})
     ds = load_pose_dataset(path, head_boxes=tmp_path / "gt.mat")
     np.testing.assert_array_equal(ds[2].head_box, [2, 5, 12, 15])

@@ -227,7 +227,8 @@ def test_squared_hinge_is_liblinear_objective():
     x = torch.randn(60, 3, generator=g, dtype=torch.float64)
     y = torch.sign(x[:, 0] - 0.5 * x[:, 1] + 0.3 * torch.randn(60, generator=g, dtype=torch.float64))
     c = 0.5
-    svc = LinearSVC(C=c, loss="squared_hinge", fit_intercept=False, tol=1e-10, max_iter=100000).fit(x.numpy(), y.numpy())
+    svc = LinearSVC(C=c, loss="squared_hinge", fit_intercept=False, tol=1e-10,
+                    max_iter=100000).fit(x.numpy(), y.numpy())
     w = torch.zeros(3, dtype=torch.float64, requires_grad=True)
     loss_fn = build_loss("squared_hinge", reduction="sum")
     opt = torch.optim.LBFGS([w], lr=1, max_iter=200, tolerance_grad=1e-12, tolerance_change=1e-14,

@@ -50,7 +50,8 @@ def tiny_config(root: Path, out_dir: Path, **sections) -> PoseConfig:
     """A config small enough to train a few steps per stage in about a second."""
     data = {
         "data": {"root": str(root), "train_range": [1, 8], "val_range": [9, 12], "input_size": [32, 32],
-                 "margin": 1.4, "min_crop": 16.0, "min_visible": 4, "context": 1.25, "cache_dir": str(out_dir / "cache")},
+                 "margin": 1.4, "min_crop": 16.0, "min_visible": 4, "context": 1.25,
+                 "cache_dir": str(out_dir / "cache")},
         "codec": {"stride": 4, "sigma": 1.0},
         "model": {"part_detector": {"banks": 2, "channels": [4, 8, 8], "kernel_size": 3, "head_kernel": 3,
                                     "head_channels": [8, 8]},

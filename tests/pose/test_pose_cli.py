@@ -54,7 +54,8 @@ def test_save_load_round_trip_weights_only(tmp_path, half):
     a, b = model.predict(x)["heatmaps"], loaded.predict(x)["heatmaps"]
     if half:
         ref = build_pose_model(loaded_cfg := load_model_file(path)[1], 14, LSP_SKELETON, LSP_FLIP_PAIRS, "joint")
-        ref.load_state_dict({k: v.half().float() if v.is_floating_point() else v for k, v in model.state_dict().items()})
+        ref.load_state_dict({k: v.half().float() if v.is_floating_point() else v
+                             for k, v in model.state_dict().items()})
         assert torch.equal(ref.eval().predict(x)["heatmaps"], b)  # identical to the fp16-rounded weights
         assert loaded_cfg.data.input_size == (32, 32)
     else:

@@ -9,10 +9,17 @@ import pytest
 import torch
 
 from cvcore.datasets import read_voc
-from rcnn.features import build_feature_net
 from cvcore.io import atomic_torch_save
-from rcnn.finetune import (WindowBatches, check_resumable, finetune_network, label_windows, reuse_finetuned,
-                            save_finetuned, step_schedule)
+from rcnn.features import build_feature_net
+from rcnn.finetune import (
+    WindowBatches,
+    check_resumable,
+    finetune_network,
+    label_windows,
+    reuse_finetuned,
+    save_finetuned,
+    step_schedule,
+)
 
 
 def iou(a, b):

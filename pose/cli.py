@@ -63,7 +63,7 @@ def _pose_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--vis", action="store_true", help="write images with the skeleton drawn to OUT/vis/")
     p.add_argument("--recursive", action="store_true", help="walk sub-folders")
     p.add_argument("--flip-test", action="store_true", help="average with the mirrored image, left/right "
-                   "joints swapped back (2x the time; lspet: PCK@0.2 55.6 -> 56.7 on LSPET val)")
+                   "joints swapped back (2x the time; lspet: PCK@0.2 55.8 -> 57.4 on LSPET val)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default; 1 was fastest on a "
                    "busy 2-core CPU, see BENCHMARKS.md)")

@@ -5,7 +5,32 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["blood_smear"]
+__all__ = ["blood_smear", "write_pennfudan_folder", "PENNFUDAN_EXAMPLE"]
+
+# (file name, (width, height), 1-based inclusive boxes as a Penn-Fudan annotation writes them)
+PENNFUDAN_EXAMPLE = (("FudanPed00001.png", (120, 90), ((10, 12, 40, 80), (60, 5, 100, 88))),
+                     ("FudanPed00002.png", (100, 80), ((1, 1, 100, 80),)),
+                     ("PennPed00001.png", (64, 48), ((20, 10, 30, 47),)))
+
+
+def write_pennfudan_folder(root, people=PENNFUDAN_EXAMPLE, seed: int = 0):
+    """A Penn-Fudan-layout folder (``Annotation/*.txt`` in the PASCAL 1.00 text format, ``PNGImages/*.png`` of
+    noise) for tests: ``people`` lists (file name, (width, height), 1-based inclusive boxes). Returns ``root``."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    from cvcore.datasets.pennfudan import pascal_text
+
+    root = Path(root)
+    (root / "Annotation").mkdir(parents=True, exist_ok=True)
+    (root / "PNGImages").mkdir(exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for name, (w, h), boxes in people:
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(root / "PNGImages" / name)
+        xyxy = [(x1 - 1, y1 - 1, x2, y2) for x1, y1, x2, y2 in boxes]  # pascal_text writes Xmin = x1 + 1
+        (root / "Annotation" / (Path(name).stem + ".txt")).write_text(pascal_text(name, w, h, xyxy))
+    return root
 
 
 def blood_smear(rng: np.random.Generator, size_hw: tuple[int, int] = (480, 640), n_rbc: int = 14,

@@ -12,7 +12,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-__all__ = ["colour_for", "draw_boxes", "draw_skeleton", "overlay_heatmaps", "plot_training_curves", "save_image"]
+__all__ = ["colour_for", "draw_boxes", "draw_skeleton", "draw_people", "overlay_heatmaps", "plot_training_curves",
+           "save_image"]
 
 _PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
             (240, 50, 230), (210, 245, 60), (250, 190, 190), (0, 128, 128), (170, 110, 40), (128, 0, 0),
@@ -65,6 +66,20 @@ def draw_skeleton(image: np.ndarray, joints: np.ndarray, skeleton: Sequence[tupl
             cv2.line(out, pa, pb, colour_for(e), t, cv2.LINE_AA)
     for k in np.flatnonzero(ok):
         cv2.circle(out, tuple(int(round(v)) for v in joints[k, :2]), t + 1, (255, 255, 255), -1, cv2.LINE_AA)
+    return out
+
+
+def draw_people(image: np.ndarray, people: Sequence, skeleton: Sequence[tuple[int, int]], min_score: float = 0.0
+                ) -> np.ndarray:
+    """Draw every person: box with the detector score (when there is a box), then the skeleton. ``people``: objects
+    with ``box`` (xyxy or None), ``box_score`` (float or None) and ``joints`` (K x 3), e.g. ``pose.topdown.Person``."""
+    out = np.ascontiguousarray(image.copy())
+    for i, p in enumerate(people):
+        if p.box is not None:
+            scores = None if p.box_score is None else [p.box_score]
+            out = draw_boxes(out, np.asarray(p.box, np.float32)[None], [f"person {i + 1}"] if scores is None
+                             else ["person"], scores, class_names=["person"])
+        out = draw_skeleton(out, p.joints, skeleton, min_score)
     return out
 
 

@@ -4,8 +4,12 @@ part detector and a convolutional MRF spatial model, trained in stages on the sh
     from pose import PoseEstimator
     est = PoseEstimator.load("lspet")          # shipped model, or a path to a model file
     joints = est.predict(image)                # float32[K, 3]: x, y, score in image pixels
+
+    from pose import TopDown
+    people = TopDown.load("person", "lspet").predict(image)   # R-CNN person detector, then one pose per person
 """
 
 from pose.estimator import PoseEstimator
+from pose.topdown import Person, TopDown
 
-__all__ = ["PoseEstimator"]
+__all__ = ["PoseEstimator", "TopDown", "Person"]

@@ -35,7 +35,7 @@ from pose.codec import flip_permutation
 
 __all__ = [
     "MEAN_PIXEL", "Crop", "crop_from_joints", "crop_from_box", "crop_from_image", "warp_crop", "CropCache",
-    "build_crop_cache", "PoseTrainSet", "PoseEvalSet", "build_augmentation", "select_range",
+    "build_crop_cache", "PoseTrainSet", "PoseEvalSet", "build_augmentation", "select_range", "box_jitter",
 ]
 
 MEAN_PIXEL = (124, 116, 104)  # ImageNet mean in uint8 RGB: padding that normalises to ~0
@@ -239,12 +239,28 @@ def build_augmentation(cfg, out_size: tuple[int, int]) -> A.Compose:
                      save_applied_params=True)
 
 
+def box_jitter(image: np.ndarray, joints: np.ndarray, scale: float, shift: tuple[float, float]
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Re-frame a crop as a detector box ``scale`` times as large and ``shift`` pixels (x, y) off-centre would: the
+    same output size, content zoomed by 1 / ``scale`` about the moved centre (outside pixels = mean pixel).
+    ``image``: H x W x 3 uint8; ``joints``: Array[K, 2] pixels, moved the same way."""
+    h, w = image.shape[:2]
+    c = np.array([(w - 1) / 2, (h - 1) / 2])
+    centre = c + np.asarray(shift, np.float64)
+    m = np.array([[1 / scale, 0, c[0] - centre[0] / scale], [0, 1 / scale, c[1] - centre[1] / scale]])
+    out = cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                         borderValue=MEAN_PIXEL)
+    return out, ((np.asarray(joints, np.float64) - centre) / scale + c).astype(np.float32)
+
+
 class PoseTrainSet(Dataset):
     """Augmented training samples from a :class:`CropCache` with context.
 
     Each item: ``{"image": uint8 Tensor[3, H, W], "joints": float32 Tensor[K, 2] (input px), "visible": bool
     Tensor[K]}``. Randomness comes from numpy's global RNG (one seed per item handed to albumentations), so the
-    engine's RNG capture makes epochs reproducible and resumable.
+    engine's RNG capture makes epochs reproducible and resumable. With the ``augment.box_*`` settings each crop is
+    first re-framed by :func:`box_jitter` (random scale and shift, as a person detector's boxes differ from the
+    annotated person's).
     """
 
     def __init__(self, cache: CropCache, out_size: tuple[int, int], augment, flip_pairs: Sequence[tuple[int, int]]):
@@ -252,6 +268,8 @@ class PoseTrainSet(Dataset):
         self.out_size = (int(out_size[0]), int(out_size[1]))
         self.transform = build_augmentation(augment, self.out_size) if augment.enabled else None
         self.perm = flip_permutation(cache.joints.shape[1], flip_pairs)
+        on = augment.enabled and (augment.box_scale_sd > 0 or augment.box_shift_sd > 0 or augment.box_scale_mean)
+        self.jitter = (augment.box_scale_mean, augment.box_scale_sd, augment.box_shift_sd) if on else None
 
     def __len__(self) -> int:
         return len(self.cache)
@@ -267,6 +285,11 @@ class PoseTrainSet(Dataset):
             image = image[y0:y0 + oh, x0:x0 + ow]
             joints = joints - np.array([x0, y0], np.float32)
         else:
+            if self.jitter is not None:
+                mean, scale_sd, shift_sd = self.jitter
+                scale = float(np.exp(mean + scale_sd * np.random.randn()))
+                shift = shift_sd * np.random.randn(2) * np.array(self.out_size)  # fraction of the crop side -> px
+                image, joints = box_jitter(image, joints, scale, tuple(shift))
             self.transform.set_random_seed(int(np.random.randint(2**31 - 1)))
             out = self.transform(image=image, keypoints=joints)
             image, joints = out["image"], np.asarray(out["keypoints"], np.float32)[:, :2]

@@ -11,15 +11,29 @@ from typing import Literal
 
 
 @dataclass
-class DataConfig:
-    root: str = ""                      # VOC-style folder (Annotations/ or annotations/, images, optional ImageSets)
+class DataSource:
+    """One dataset of a run and its split (rules in :mod:`rcnn.data`)."""
+
+    root: str = ""                      # VOC / Penn-Fudan / pose dataset folder, VOC split file or COCO .json
+    format: str = "auto"                # auto | voc | coco | pennfudan | poses (person boxes from annotated joints)
     train_split: str | None = "train"   # ImageSets/Main/<split>.txt; None with val_every > 0 splits the sorted list
     val_split: str | None = "val"
     val_every: int = 0                  # > 0: every val_every-th image of the sorted list is validation (Raccoon)
+    train_range: list[int] = field(default_factory=list)  # [first, last], 1-based: training images by position
+    val_range: list[int] = field(default_factory=list)    # ... validation images (LSPET: [8001, 9000])
+    train_every: int = 1                # > 1: every train_every-th training image only (CPU budget)
+    val_stride: int = 1                 # > 1: every val_stride-th validation image only
+
+
+@dataclass
+class DataConfig(DataSource):
+    """The run's data: the fields inherited from :class:`DataSource` describe its one dataset, or ``sources`` lists
+    several (then the inherited split fields are unused)."""
+
+    sources: list[DataSource] = field(default_factory=list)
     classes: list[str] = field(default_factory=list)  # empty: every class found in the annotations, sorted
     use_difficult: bool = False         # difficult boxes as SVM positives (the paper: no)
     max_images: int = 0                 # > 0: only the first images of each split (quick runs)
-    train_every: int = 1                # > 1: every train_every-th training image only (CPU budget)
 
 
 @dataclass

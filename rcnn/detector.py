@@ -33,7 +33,7 @@ __all__ = ["Detector", "Detections", "FORMAT_VERSION", "MODELS_DIR", "SHIPPED_MO
 FORMAT_VERSION = 2  # 2: backbone["roi_hidden"] (a fully connected RoI head in the shared mode)
 READABLE_VERSIONS = (1, 2)
 MODELS_DIR = Path(__file__).resolve().parent / "models"
-SHIPPED_MODELS = ("bccd", "raccoon", "bccd-fast", "raccoon-fast")
+SHIPPED_MODELS = ("bccd", "raccoon", "bccd-fast", "raccoon-fast", "person")
 
 
 class Detections(NamedTuple):
@@ -46,7 +46,8 @@ class Detections(NamedTuple):
 
 
 def resolve_model_path(path_or_name: str | Path) -> Path:
-    """A detector file path, or a shipped model's name (``bccd``, ``raccoon``, ``bccd-fast``, ``raccoon-fast``)."""
+    """A detector file path, or a shipped model's name (``bccd``, ``raccoon``, ``bccd-fast``, ``raccoon-fast``,
+    ``person``)."""
     p = Path(path_or_name)
     if p.is_file():
         return p

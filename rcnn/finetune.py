@@ -28,18 +28,28 @@ from rcnn.warp import normalize_image, warp_regions
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FinetuneModel", "WindowBatches", "label_windows", "finetune", "finetune_network"]
+__all__ = ["FinetuneModel", "WindowBatches", "label_windows", "finetune", "finetune_network", "PARTIAL_LABELS_MIN_IOU"]
+
+# Images whose labels are not exhaustive (one annotated person in a crowd, records with ``exhaustive=False``) give
+# background / negative windows only where they overlap a labelled box by at least this much: elsewhere an
+# unlabelled person may stand. Fast R-CNN's background floor.
+PARTIAL_LABELS_MIN_IOU = 0.1
 
 
 def label_windows(boxes: np.ndarray, gt_boxes: np.ndarray, gt_labels: Sequence[int], fg_iou: float = 0.5,
-                  bg_iou: float = 0.5, bg_iou_min: float = 0.0) -> np.ndarray:
+                  bg_iou: float = 0.5, bg_iou_min: float = 0.0, exhaustive: bool = True) -> np.ndarray:
     """Fine-tuning label of every window: class index + 1 when IoU >= ``fg_iou`` with a ground-truth box (its best
     match's class), 0 (background) when ``bg_iou_min`` <= max IoU < ``bg_iou`` (Fast R-CNN: [0.1, 0.5); R-CNN:
     [0, 0.5)), -1 (unused) otherwise. An image without ground-truth boxes is all background.
 
+    ``exhaustive=False`` (not every object is labelled): the background floor is at least
+    :data:`PARTIAL_LABELS_MIN_IOU`, and an image without ground-truth boxes has no background either.
+
     Args: boxes ``[N, 4]``, gt_boxes ``[M, 4]`` xyxy; gt_labels M class indices. Returns int64 ``[N]``.
     """
-    labels = np.zeros(len(boxes), np.int64)
+    if not exhaustive:
+        bg_iou_min = max(bg_iou_min, PARTIAL_LABELS_MIN_IOU)
+    labels = np.zeros(len(boxes), np.int64) if exhaustive else np.full(len(boxes), -1, np.int64)
     if len(gt_boxes) == 0 or len(boxes) == 0:
         return labels
     overlap, best = box_iou(torch.as_tensor(boxes).float(), torch.as_tensor(gt_boxes).float()).max(1)
@@ -84,7 +94,7 @@ class WindowBatches:
             gt_labels = [index[r.labels[k]] for k in keep]
             boxes = np.concatenate([gt, np.asarray(self.proposals(r), np.float32).reshape(-1, 4)])
             self._windows[i] = (boxes, label_windows(boxes, gt, gt_labels, self.fg_iou, self.bg_iou,
-                                                     self.bg_iou_min))
+                                                     self.bg_iou_min, r.exhaustive))
         return self._windows[i]
 
     def __iter__(self) -> Iterator[dict[str, Tensor]]:

@@ -76,8 +76,8 @@ class RoIBatches:
             gt = np.asarray(r.boxes, np.float32).reshape(-1, 4)[keep]
             boxes = np.concatenate([gt, np.asarray(self.proposals(r), np.float32).reshape(-1, 4)])
             labels = label_windows(boxes, gt, [index[r.labels[k]] for k in keep], self.fg_iou, self.bg_iou,
-                                   self.bg_iou_min)
-            if not (labels == 0).any():  # nothing in [bg_iou_min, bg_iou): any window below bg_iou
+                                   self.bg_iou_min, r.exhaustive)
+            if not (labels == 0).any() and r.exhaustive:  # nothing in [bg_iou_min, bg_iou): any window below bg_iou
                 labels = label_windows(boxes, gt, [index[r.labels[k]] for k in keep], self.fg_iou, self.bg_iou)
             best = np.zeros_like(boxes)
             if len(gt):

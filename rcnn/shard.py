@@ -22,24 +22,13 @@ from cvcore.datasets import DetectionRecord
 from cvcore.device import resolve_device, set_num_threads
 from cvcore.distributed import parse_shard, shard_items
 from rcnn.config import RCNNConfig
+from rcnn.data import select_records
 
 log = logging.getLogger("rcnn.shard")
 
 __all__ = ["STOP_AFTER", "select_records", "finetune_stage", "run_stages"]
 
 STOP_AFTER = ("proposals", "finetune", "features")
-
-
-def select_records(cfg: RCNNConfig) -> tuple[list[DetectionRecord], list[DetectionRecord], list[str]]:
-    """The training and validation records a run uses (splits, ``data.train_every``, ``data.max_images``)."""
-    from rcnn.train import load_splits
-
-    d = cfg.data
-    train, val, classes = load_splits(d.root, d.train_split, d.val_split, d.val_every, d.classes)
-    train = train[:: max(1, d.train_every)]
-    if d.max_images > 0:
-        train, val = train[: d.max_images], val[: d.max_images]
-    return train, val, classes
 
 
 def finetune_stage(cfg: RCNNConfig, records: list[DetectionRecord], classes: list[str], device: torch.device,

@@ -33,17 +33,18 @@ from torchvision.ops import box_iou
 from tqdm import tqdm
 
 from cvcore.config import config_to_dict, save_config
-from cvcore.datasets import DetectionRecord, read_voc
+from cvcore.datasets import DetectionRecord
 from cvcore.device import resolve_device, seed_everything, set_num_threads
 from cvcore.evaluation import eval_detections, f1_threshold
 from cvcore.evaluation.plots import plot_pr_curves
 from cvcore.io import atomic_torch_save, atomic_write_bytes, atomic_write_json, load_image, prefetch, safe_torch_load
 from rcnn.bbox_regression import BoxRegressor, fit_box_regressor
 from rcnn.config import RCNNConfig
+from rcnn.data import load_splits, select_records
 from rcnn.detector import Detector, meta_proposer, proposal_meta
 from rcnn.features import FeatureCache, FeatureExtractor, build_feature_net, feature_scale, state_dict_digest
-from rcnn.finetune import lr_step_milestone
-from rcnn.shard import finetune_stage, select_records
+from rcnn.finetune import PARTIAL_LABELS_MIN_IOU, lr_step_milestone
+from rcnn.shard import finetune_stage
 from rcnn.svm import LinearSVMs, TrainingImage, hard_negative_mining
 
 log = logging.getLogger("rcnn.train")
@@ -53,30 +54,6 @@ __all__ = ["train", "load_splits", "image_proposals", "box_sets", "extract_featu
 
 
 # ------------------------------------------------------------------------------------------------ data
-def load_splits(root: str, train_split: str | None, val_split: str | None, val_every: int = 0,
-                classes: Sequence[str] = ()) -> tuple[list[DetectionRecord], list[DetectionRecord], list[str]]:
-    """Training and validation records of a VOC-style folder.
-
-    With ``val_every > 0`` the sorted annotation list is split: images ``val_every, 2 * val_every, ...`` (1-based)
-    are validation, the rest training (the Raccoon convention). Otherwise ``ImageSets/Main/<split>.txt``.
-    Returns (train, val, class names).
-    """
-    if not root:
-        raise ValueError("data.root is empty: set it in the config or with data.root=/path/to/voc_folder")
-    cls = list(classes) or None
-    if val_every > 0:
-        ds = read_voc(root, None, cls)
-        records = list(ds)
-        val = [r for i, r in enumerate(records) if i % val_every == val_every - 1]
-        train = [r for i, r in enumerate(records) if i % val_every != val_every - 1]
-        names = list(ds.classes)
-    else:
-        tr = read_voc(root, train_split, cls)
-        train, names = list(tr), list(tr.classes)
-        val = list(read_voc(root, val_split, names)) if val_split else []
-    return train, val, names
-
-
 def image_proposals(record: DetectionRecord, image: np.ndarray | None, cfg: RCNNConfig) -> np.ndarray:
     """All ranked selective-search boxes of one image (``float32[N, 4]``), through the per-image disk cache.
 
@@ -198,7 +175,9 @@ def _gt_for_class(record: DetectionRecord, c: str, use_difficult: bool) -> tuple
 def training_images(items: Sequence[ImageFeatures], classes: Sequence[str], scale: float, neg_iou: float = 0.3,
                     use_difficult: bool = False) -> list[TrainingImage]:
     """SVM roles of every row: positives = non-difficult ground-truth boxes of the class, negatives = rows with
-    IoU < ``neg_iou`` to every ground-truth box of the class (other classes' boxes included), others ignored."""
+    IoU < ``neg_iou`` to every ground-truth box of the class (other classes' boxes included), others ignored.
+    On images whose labels are not exhaustive (``record.exhaustive`` False) negatives must also overlap a labelled
+    box by at least :data:`rcnn.finetune.PARTIAL_LABELS_MIN_IOU` (elsewhere an unlabelled object may be)."""
     out = []
     for it in items:
         boxes = torch.from_numpy(it.boxes)
@@ -216,6 +195,9 @@ def training_images(items: Sequence[ImageFeatures], classes: Sequence[str], scal
                 neg[:, c] = overlap < neg_iou
             else:
                 neg[:, c] = True
+            if not it.record.exhaustive:
+                any_gt = box_iou(boxes, gt).max(1).values if len(gt) else torch.zeros(n)
+                neg[:, c] &= any_gt >= PARTIAL_LABELS_MIN_IOU
             neg[: it.num_gt, c] &= ~torch.from_numpy(all_c[: it.num_gt])
         out.append(TrainingImage(it.features, pos, neg, scale))
     return out

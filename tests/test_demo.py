@@ -94,7 +94,8 @@ def test_quick_demo_writes_report_predictions_and_pictures(tiny_models, tmp_path
     classes, dets = read_detections(out / "detect" / "bccd" / "detections.json")
     assert classes == ["RBC", "WBC", "Platelets"] and list(dets) == ["smear_000.jpg"]
     joint_names, poses = read_poses(out / "pose" / "lspet" / "poses.json")
-    assert len(joint_names) == 14 and set(poses) == {"chelsea.png", "astronaut.png"}
+    assert len(joint_names) == 14 and set(poses) == {"chelsea.png", "astronaut.png", "group.png"}
+    # no person detector among the models: whole images, one person each
     assert all(len(p.people) == 1 and np.isfinite(p.people[0].joints).all() for p in poses.values())
 
     # The mAP in the report is that of the detections against the smears' ground truth, computed independently.
@@ -165,5 +166,5 @@ def test_full_demo_with_shipped_models(tmp_path, capsys):
     for path in _report_images(out):
         assert path.is_file() and path.stat().st_size > 0, path
     if (REPO.parent / "shared" / "data").is_dir():
-        assert {"bccd", "raccoon", "lspet"} <= set(summary["real"])
+        assert {"bccd", "raccoon", "person", "lspet"} <= set(summary["real"])
         assert all(0 <= (r.get("mAP") if "mAP" in r else r["PCK@0.2"]) <= 1 for r in summary["real"].values())

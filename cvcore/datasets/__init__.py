@@ -2,7 +2,9 @@
 
 Every annotation format is converted here and nowhere else (conventions in :mod:`cvcore.datasets.records`):
 
-* detection: PASCAL VOC XML (:func:`read_voc`), COCO boxes (:func:`read_coco_detection`) -> :class:`DetectionRecord`;
+* detection: PASCAL VOC XML (:func:`read_voc`), COCO boxes (:func:`read_coco_detection`), PASCAL 1.00 text
+  (Penn-Fudan, :func:`read_pennfudan`), person boxes of a pose dataset (:func:`person_detection_dataset`)
+  -> :class:`DetectionRecord`;
 * pose: LSP / LSPET ``joints.mat`` (:func:`read_lsp`, :func:`read_lspet`), FLIC ``examples.mat`` (:func:`read_flic`),
   MPII JSON (:func:`read_mpii`), COCO keypoints (:func:`read_coco_keypoints`) -> :class:`PoseRecord`;
 * any of them from a path: :func:`load_detection_dataset`, :func:`load_pose_dataset`;
@@ -22,6 +24,8 @@ from .coco import read_coco_detection, read_coco_keypoints
 from .flic import read_flic
 from .lsp import read_lsp, read_lspet
 from .mpii import read_mpii
+from .pennfudan import pascal_text, read_pennfudan
+from .person_boxes import PERSON_BOX_MARGIN, joints_box, person_detection_dataset
 from .predictions import (
     ImageDetections,
     ImagePoses,
@@ -66,7 +70,8 @@ from .voc import VOC_CLASSES, read_voc, voc_xml
 __all__ = [
     "DetectionRecord", "PoseRecord", "DetectionDataset", "PoseDataset", "Skeleton", "DatasetError", "DatasetWarning",
     "read_voc", "voc_xml", "read_coco_detection", "read_coco_keypoints", "read_lsp", "read_lspet", "read_flic",
-    "read_mpii", "load_detection_dataset", "load_pose_dataset", "detect_detection_format", "detect_pose_format",
+    "read_mpii", "read_pennfudan", "pascal_text", "joints_box", "person_detection_dataset", "PERSON_BOX_MARGIN",
+    "load_detection_dataset", "load_pose_dataset", "detect_detection_format", "detect_pose_format",
     "POSE_FORMATS", "DETECTION_FORMATS", "VOC_CLASSES",
     "write_detections", "read_detections", "detections_to_coco", "write_coco_results", "write_poses", "read_poses",
     "ImageDetections", "ImagePoses", "PersonPose", "PredictionFileError",

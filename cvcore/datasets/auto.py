@@ -4,7 +4,10 @@ Detection (:func:`load_detection_dataset`):
 
 * a VOC-style folder (``Annotations/`` or ``annotations/`` with XML files), or that annotation folder itself;
 * a VOC split file ``<root>/ImageSets/Main/<split>.txt`` (= the folder with ``split``);
-* a COCO ``.json`` file.
+* a COCO ``.json`` file;
+* a folder of old PASCAL 1.00 text annotations (Penn-Fudan: ``Annotation/*.txt``): ``pennfudan``;
+* a pose dataset (``joints.mat`` of LSP / LSPET, FLIC, ...): one ``person`` box per annotated person from its
+  joints (:mod:`cvcore.datasets.person_boxes`; records not exhaustive): ``poses``.
 
 Pose (:func:`load_pose_dataset`), ``format`` one of :data:`POSE_FORMATS` or None to detect:
 
@@ -24,6 +27,8 @@ from .coco import read_coco_detection, read_coco_keypoints
 from .flic import read_flic
 from .lsp import load_joints_mat, read_lsp, read_lspet
 from .mpii import read_mpii
+from .pennfudan import is_pascal_text_folder, read_pennfudan
+from .person_boxes import person_detection_dataset
 from .records import DatasetError, DetectionDataset, PoseDataset
 from .voc import read_voc
 
@@ -31,7 +36,7 @@ __all__ = ["POSE_FORMATS", "DETECTION_FORMATS", "detect_pose_format", "detect_de
            "load_pose_dataset", "load_detection_dataset"]
 
 POSE_FORMATS = ("lsp", "lspet", "flic", "mpii", "coco")
-DETECTION_FORMATS = ("voc", "coco")
+DETECTION_FORMATS = ("voc", "coco", "pennfudan", "poses")
 
 
 def _json_kind(path: Path) -> str:
@@ -111,8 +116,12 @@ def load_pose_dataset(
 
 
 def detect_detection_format(path: str | os.PathLike) -> str:
-    """``"voc"`` or ``"coco"`` from the files at ``path``; raises DatasetError if neither."""
+    """One of :data:`DETECTION_FORMATS` from the files at ``path``; raises DatasetError if none fits."""
     path = Path(path)
+    if path.is_dir() and is_pascal_text_folder(path):
+        return "pennfudan"
+    if path.is_dir() and ((path / "joints.mat").is_file() or (path / "examples.mat").is_file()):
+        return "poses"
     if path.is_file() and path.suffix.lower() == ".json":
         if _json_kind(path) not in ("coco", "coco-keypoints"):
             raise DatasetError(f"{path}: JSON is not a COCO annotation object")
@@ -123,14 +132,16 @@ def detect_detection_format(path: str | os.PathLike) -> str:
         if any(path.glob("*.xml")) or any((path / d).is_dir() for d in ("Annotations", "annotations")):
             return "voc"
     raise DatasetError(f"{path}: not a VOC folder (Annotations/ or annotations/ with XML files), "
-                       "a VOC split file (ImageSets/Main/<split>.txt) or a COCO .json file")
+                       "a VOC split file (ImageSets/Main/<split>.txt), a COCO .json file, a Penn-Fudan folder "
+                       "(Annotation/*.txt) or a pose dataset folder (joints.mat)")
 
 
 def load_detection_dataset(
     path: str | os.PathLike, split: str | None = None, classes: Sequence[str] | None = None, on_error: str = "clip",
-    image_root: str | os.PathLike | None = None,
+    image_root: str | os.PathLike | None = None, format: str | None = None,
 ) -> DetectionDataset:
-    """Read detection ground truth: VOC folder / split file / annotation folder, or COCO JSON (format detected).
+    """Read detection ground truth: VOC folder / split file / annotation folder, COCO JSON, a Penn-Fudan folder or
+    a pose dataset's person boxes (format detected unless given).
 
     Args:
         path: see the module docstring. A split file ``<root>/ImageSets/Main/val.txt`` means ``root`` with
@@ -139,9 +150,20 @@ def load_detection_dataset(
         classes: class list (order); None = as found (VOC: sorted names; COCO: category-id order).
         on_error: ``"clip"`` | ``"drop"`` | ``"raise"`` for bad boxes and unknown classes.
         image_root: COCO image folder (VOC finds its own).
+        format: one of :data:`DETECTION_FORMATS`, or None to detect it.
     """
     path = Path(path)
-    fmt = detect_detection_format(path)
+    fmt = format or detect_detection_format(path)
+    if fmt not in DETECTION_FORMATS:
+        raise ValueError(f"format must be one of {', '.join(DETECTION_FORMATS)}, got {fmt!r}")
+    if fmt in ("pennfudan", "poses") and split is not None:
+        raise ValueError(f"format {fmt!r} has no built-in splits (got split={split!r})")
+    if fmt == "pennfudan":
+        return read_pennfudan(path, classes=classes, on_error=on_error)
+    if fmt == "poses":
+        if classes is not None and list(classes) != ["person"]:
+            raise ValueError(f"{path}: a pose dataset gives 'person' boxes only, not classes {list(classes)}")
+        return person_detection_dataset(load_pose_dataset(path))
     if fmt == "coco":
         if split is not None:
             raise ValueError(f"COCO splits are separate files; pass the split's .json (got split={split!r})")

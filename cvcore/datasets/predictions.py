@@ -10,7 +10,8 @@ Poses, one JSON file::
 
     {"joint_names": ["right_ankle", ...],
      "images": [{"file": "im08001.jpg",
-                 "people": [{"box": [x1, y1, x2, y2] or null, "joints": [[x, y, score], ...]}, ...]}, ...]}
+                 "people": [{"box": [x1, y1, x2, y2] or null, "box_score": s (optional),
+                             "joints": [[x, y, score], ...]}, ...]}, ...]}
 
 ``file`` is the image's path relative to the input folder (posix separators) and must be unique; boxes are xyxy and
 joints 0-based (x, y) in original-image pixels, as everywhere in the project. Numbers are written as the shortest
@@ -67,11 +68,13 @@ class ImageDetections:
 
 @dataclass
 class PersonPose:
-    """One predicted person: joints float32[K, 2] (x, y), scores float32[K], box float32[4] xyxy or None."""
+    """One predicted person: joints float32[K, 2] (x, y), scores float32[K], box float32[4] xyxy or None, and the
+    person detector's score of the box (``box_score``, None when the box was given or there is none)."""
 
     joints: np.ndarray
     scores: np.ndarray
     box: np.ndarray | None = None
+    box_score: float | None = None
 
     def __post_init__(self) -> None:
         self.joints = np.asarray(self.joints, dtype=np.float32).reshape(-1, 2)
@@ -80,6 +83,8 @@ class PersonPose:
             raise ValueError(f"{len(self.joints)} joints but {len(self.scores)} scores")
         if self.box is not None:
             self.box = np.asarray(self.box, dtype=np.float32).reshape(4)
+        if self.box_score is not None:
+            self.box_score = float(self.box_score)
 
 
 @dataclass
@@ -335,6 +340,8 @@ def _parse_pose_image(check: _Checker, entry: Any, where: str, num_joints: int, 
         person = check.obj(person, w, ("joints",))
         box = person.get("box")
         box = None if box is None else check.box(box, f"{w}.box")
+        box_score = person.get("box_score")
+        box_score = None if box_score is None else check.number(box_score, f"{w}.box_score")
         joints = check.list(person["joints"], f"{w}.joints")
         if len(joints) != num_joints:
             raise check.fail(f"{w}.joints", f"{len(joints)} joints, expected {num_joints} (one per joint name)")
@@ -345,7 +352,7 @@ def _parse_pose_image(check: _Checker, entry: Any, where: str, num_joints: int, 
                 raise check.fail(f"{w}.joints[{k}]", f"expected [x, y, score], got {joint!r}")
             values.append([check.number(v, f"{w}.joints[{k}]") for v in triple])
         arr = np.asarray(values, dtype=np.float32).reshape(-1, 3)
-        people.append(PersonPose(arr[:, :2], arr[:, 2], box))
+        people.append(PersonPose(arr[:, :2], arr[:, 2], box, box_score))
     width = check.size(entry["width"], f"{where}.width") if entry.get("width") is not None else None
     height = check.size(entry["height"], f"{where}.height") if entry.get("height") is not None else None
     return ImagePoses(file, people, width, height)
@@ -356,6 +363,7 @@ def _pose_to_json(image: ImagePoses) -> dict:
             else {"width": int(image.width), "height": int(image.height)})
     return {"file": image.file, **size, "people": [
         {"box": None if p.box is None else [_f32(v) for v in p.box],
+         **({} if p.box_score is None else {"box_score": _f32(p.box_score)}),
          "joints": [[_f32(x), _f32(y), _f32(s)] for (x, y), s in zip(p.joints, p.scores)]}
         for p in image.people
     ]}

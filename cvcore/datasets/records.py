@@ -63,6 +63,9 @@ class DetectionRecord:
         labels: N class names.
         difficult: bool[N]; VOC ``difficult`` (COCO ``iscrowd``): neither a hit nor a miss in mAP.
         file: the image's name relative to the dataset's image folder (posix); the key that prediction files use.
+        exhaustive: every object of the dataset's classes in the image is labelled (VOC, COCO, Penn-Fudan). False
+            when only some are (LSPET person boxes: one annotated person, others in the crowd unlabelled): training
+            then takes negatives only from windows that overlap a labelled box (rcnn.svm's rule).
     """
 
     image_path: Path
@@ -72,6 +75,7 @@ class DetectionRecord:
     labels: list[str]
     difficult: np.ndarray
     file: str = ""
+    exhaustive: bool = True
 
     def __post_init__(self) -> None:
         self.image_path = _as_path(self.image_path)

@@ -10,12 +10,15 @@ is scored: an image without a prediction counts as a miss (no detections / all j
 ``--subset FILE`` (one name per line, matched by relative name, base name or name without extension, so a VOC
 ``ImageSets/Main/val.txt`` works) restricts the ground truth first.
 
-Several people in one image (eval-pck): ground-truth and predicted people of an image are paired one-to-one by
-minimum total distance (Hungarian assignment, scipy), the cost of a pair being the mean distance over the person's
-annotated joints, with a missing predicted joint costing as much as a far-away one. Ground-truth people left
-without a partner count as misses; extra predicted people are ignored. With one person per image this simply
-scores the predicted person closest to the ground truth. Predicted joints are matched to the ground truth's by
-name (any order); MPII's pelvis and thorax are not scored, as in the official PCKh.
+Several people in one image (eval-pck): annotated and predicted people of an image are paired one-to-one
+(:mod:`cvcore.evaluation.matching`). ``--match box`` (the default when every predicted person has a box, as
+top-down ``pose`` writes): the largest total IoU between predicted boxes and the annotated people's boxes (the
+dataset's person box, else the joints' box of :func:`cvcore.datasets.joints_box`), pairs below ``--match-iou``
+(0.5) not allowed. ``--match joints`` (the default otherwise, e.g. whole-image predictions without boxes): the
+smallest total mean joint distance. An annotated person without a partner counts with every joint wrong; extra
+predicted people are ignored; the summary reports how many annotated people were matched. Predicted joints are
+matched to the ground truth's by name (any order); MPII's pelvis and thorax are not scored, as in the official
+PCKh. ``--joints`` restricts the mean to named joints (``limbs``: all but the head and neck joints, the 12 of LSP).
 
 Tables show percentages; ``--json`` prints fractions in [0, 1], with ``null`` for a class without ground truth
 (AP undefined, left out of mAP) or a joint without valid samples (left out of the mean PCK).
@@ -35,6 +38,7 @@ import numpy as np
 
 from cvcore.cli import CLIError, add_common_args, run_cli, setup_logging
 from cvcore.evaluation.detection import METRICS, eval_detections, f1_threshold
+from cvcore.evaluation.matching import match_people_by_box, match_people_by_joints
 from cvcore.evaluation.plots import plot_pck_curve, plot_pr_curves
 from cvcore.evaluation.pose import NORMALISERS, PCKEvaluator, pooled_parts
 
@@ -42,7 +46,9 @@ log = logging.getLogger("cvcore.evaluation")
 
 POSE_FORMATS = ("lsp", "lspet", "flic", "mpii", "coco")
 MPII_UNSCORED = ("pelvis", "thorax")
-_MISSING_JOINT_COST = 1e6  # pixels: a missing predicted joint counts as this far away when pairing people
+MATCH_RULES = ("auto", "box", "joints")
+HEAD_AND_NECK = ("head_top", "neck", "upper_neck", "head", "nose", "left_eye", "right_eye", "left_ear", "right_ear",
+                 "thorax", "pelvis")  # not limb joints (``--joints limbs`` leaves them out)
 
 
 # ------------------------------------------------------------------------------------------------ file matching
@@ -287,95 +293,134 @@ def _build_pck_parser() -> argparse.ArgumentParser:
     parser.add_argument("--norm", choices=NORMALISERS,
                         help="torso (left shoulder - right hip; default), bbox (max side of the person box), "
                              "head (PCKh: 0.6 x head-box diagonal; default for mpii)")
+    parser.add_argument("--joints", help="comma-separated joint names the mean PCK is taken over, or 'limbs' (every "
+                        "joint but head and neck ones; default: all)")
+    parser.add_argument("--match", choices=MATCH_RULES, default="auto",
+                        help="pair annotated and predicted people by box IoU or by joint distance (default: box when "
+                             "every predicted person has a box, else joints)")
+    parser.add_argument("--match-iou", type=float, default=0.5,
+                        help="--match box: least IoU of a pair (default: %(default)s)")
     parser.add_argument("--subset", help="text file, one image name per line: score only these ground-truth images")
     parser.add_argument("--plot-dir", help="write the PCK-versus-alpha curve (pck_curve.png) here")
     add_common_args(parser, device=False)
     return parser
 
 
-def _pair_people(gt: np.ndarray, visible: np.ndarray, people: Sequence[np.ndarray]) -> list[int | None]:
-    """For each ground-truth person (gt[P, K, 2], visible[P, K]) the index of its predicted person, or None."""
-    from scipy.optimize import linear_sum_assignment
-
-    if not people:
-        return [None] * len(gt)
-    cost = np.zeros((len(gt), len(people)))
-    for a in range(len(gt)):
-        for b, pred in enumerate(people):
-            d = np.linalg.norm(pred - gt[a], axis=-1)
-            d = np.where(np.isfinite(d), d, _MISSING_JOINT_COST)
-            cost[a, b] = d[visible[a]].mean() if visible[a].any() else 0.0
-    rows, cols = linear_sum_assignment(cost)
-    pairing: list[int | None] = [None] * len(gt)
-    for a, b in zip(rows, cols):
-        pairing[a] = int(b)
-    return pairing
+def select_joints(joint_names: Sequence[str], spec: str | None) -> list[str]:
+    """The joints a mean PCK is taken over: ``None`` = all, ``"limbs"`` = all but :data:`HEAD_AND_NECK`, else
+    comma-separated names (each must be one of ``joint_names``)."""
+    if not spec:
+        return list(joint_names)
+    if spec.strip() == "limbs":
+        return [n for n in joint_names if n not in HEAD_AND_NECK]
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    unknown = [n for n in names if n not in joint_names]
+    if unknown or not names:
+        raise CLIError(f"--joints: unknown joint {unknown[0] if unknown else spec!r} "
+                       f"(joints: {', '.join(joint_names)})")
+    return names
 
 
-def _eval_pck(argv: Sequence[str] | None) -> int:
-    from cvcore.datasets import load_pose_dataset, read_poses
+def evaluate_poses_file(pred: str, gt: str, format: str | None = None, subset: str | None = None,
+                        alpha: float | None = None, norm: str | None = None, joints: str | None = None,
+                        match: str = "auto", match_iou: float = 0.5) -> tuple[dict[str, Any], PCKEvaluator]:
+    """PCK of a poses file against ground truth (the ``eval-pck`` rules above).
 
-    args = _build_pck_parser().parse_args(argv)
-    setup_logging(quiet=args.quiet, debug=args.debug)
-    if args.alpha is not None and not args.alpha > 0:
-        raise CLIError(f"--alpha must be positive, got {args.alpha}")
+    Returns ``(result, evaluator)``: :meth:`PCKEvaluator.evaluate`'s dict plus ``"joints"`` (those the mean is over),
+    ``"PCK_all"`` (the mean over every joint), ``"match"`` (the rule used), ``"matched"`` / ``"annotated"`` (people).
+    """
+    from cvcore.datasets import joints_box, load_pose_dataset, read_poses
 
-    dataset = load_pose_dataset(args.gt, args.format)
+    if alpha is not None and not alpha > 0:
+        raise CLIError(f"--alpha must be positive, got {alpha}")
+    if match not in MATCH_RULES:
+        raise CLIError(f"--match must be one of {', '.join(MATCH_RULES)}, got {match!r}")
+    dataset = load_pose_dataset(gt, format)
     joint_names = list(dataset.joint_names)
     records = list(dataset)
-    if args.subset:
-        keep = _subset_mask([r.file for r in records], args.subset)
+    if subset:
+        keep = _subset_mask([r.file for r in records], subset)
         records = [r for r, k in zip(records, keep) if k]
     if not records:
-        raise CLIError(f"{args.gt}: no ground-truth people")
-    fmt = args.format or getattr(dataset.skeleton, "name", "")
-    norm = args.norm or ("head" if fmt == "mpii" else "torso")
-    alpha = args.alpha if args.alpha is not None else (0.5 if norm == "head" else 0.2)
+        raise CLIError(f"{gt}: no ground-truth people")
+    fmt = format or getattr(dataset.skeleton, "name", "")
+    norm = norm or ("head" if fmt == "mpii" else "torso")
+    alpha = alpha if alpha is not None else (0.5 if norm == "head" else 0.2)
+    scored = select_joints(joint_names, joints)
 
-    pred_names, images = read_poses(args.pred)  # images: file -> ImagePoses
+    pred_names, images = read_poses(pred)  # images: file -> ImagePoses
     k = len(joint_names)
     if len(pred_names) != k:
-        raise CLIError(f"{args.pred}: {len(pred_names)} joints per person, the ground truth ({fmt}) has {k}")
+        raise CLIError(f"{pred}: {len(pred_names)} joints per person, the ground truth ({fmt}) has {k}")
     reorder = np.arange(k)
     if pred_names != joint_names:
         if sorted(pred_names) == sorted(joint_names):
             reorder = np.array([pred_names.index(n) for n in joint_names])
         else:
-            log.warning(f"warning: {args.pred}: joint names {pred_names} differ from the ground truth's "
+            log.warning(f"warning: {pred}: joint names {pred_names} differ from the ground truth's "
                         f"{joint_names}; assuming the ground truth's order")
 
     # Group ground-truth people by image; an image may hold several.
     files = [r.file for r in records]
     unique_files = list(dict.fromkeys(files))
-    matched = _match_predictions(unique_files, images, args.pred, bool(args.subset))
-    people_of = {i: [_person_joints(p, k, args.pred, image.file)[reorder] for p in image.people]
+    matched = _match_predictions(unique_files, images, pred, bool(subset))
+    people_of = {i: [(_person_joints(p, k, pred, image.file)[reorder], p.box) for p in image.people]
                  for i, image in matched.items()}
+    if match == "auto":
+        everyone = [p for ps in people_of.values() for p in ps]
+        match = "box" if everyone and all(box is not None for _, box in everyone) else "joints"
 
-    gt = np.stack([r.joints for r in records]).astype(np.float64)
+    gt_xy = np.stack([r.joints for r in records]).astype(np.float64)
     visible = np.stack([r.visible for r in records])
     if fmt == "mpii":  # the official MPII PCKh leaves pelvis and thorax out
         visible[:, [joint_names.index(n) for n in MPII_UNSCORED if n in joint_names]] = False
-    pred = np.full_like(gt, np.nan)
+    gt_boxes = np.stack([r.box if r.box is not None else _or_nan(joints_box(r.joints, r.visible)) for r in records])
+    pred_xy = np.full_like(gt_xy, np.nan)
     members: dict[str, list[int]] = {}
     for n, f in enumerate(files):
         members.setdefault(f, []).append(n)
+    num_matched = 0
     for i, f in enumerate(unique_files):
         people = people_of.get(i, [])
         idx = members[f]
-        for n, b in zip(idx, _pair_people(gt[idx], visible[idx], people)):
+        if match == "box":
+            candidates = [b for b, (_, box) in enumerate(people) if box is not None]
+            pred_boxes = np.array([people[b][1] for b in candidates], np.float64).reshape(-1, 4)
+            pairing = [None if c is None else candidates[c]
+                       for c in match_people_by_box(gt_boxes[idx], pred_boxes, match_iou)]
+        else:
+            pairing = match_people_by_joints(gt_xy[idx], visible[idx], [p[0] for p in people])
+        for n, b in zip(idx, pairing):
             if b is not None:
-                pred[n] = people[b]
+                pred_xy[n] = people[b][0]
+                num_matched += 1
 
     boxes = np.stack([r.box if r.box is not None else np.full(4, np.nan) for r in records])
     head_boxes = None
     if norm == "head":
         if all(r.head_box is None for r in records):
-            raise CLIError(f"--norm head needs head boxes (MPII annotations); {args.gt} ({fmt}) has none")
+            raise CLIError(f"--norm head needs head boxes (MPII annotations); {gt} ({fmt}) has none")
         head_boxes = np.stack([r.head_box if r.head_box is not None else np.full(4, np.nan) for r in records])
 
     evaluator = PCKEvaluator(joint_names, alpha=alpha, norm=norm)
-    evaluator.process(pred, gt, visible, boxes=boxes, head_boxes=head_boxes)
+    evaluator.process(pred_xy, gt_xy, visible, boxes=boxes, head_boxes=head_boxes)
     result = evaluator.evaluate()
+    accs = [result["per_joint"][n] for n in scored if result["per_joint"][n] is not None]
+    result.update({"PCK_all": result["PCK"], "PCK": float(np.mean(accs)) if accs else None, "joints": scored,
+                   "match": match, "matched": num_matched, "annotated": len(records)})
+    return result, evaluator
+
+
+def _or_nan(box: np.ndarray | None) -> np.ndarray:
+    return np.full(4, np.nan) if box is None else box
+
+
+def _eval_pck(argv: Sequence[str] | None) -> int:
+    args = _build_pck_parser().parse_args(argv)
+    setup_logging(quiet=args.quiet, debug=args.debug)
+    result, evaluator = evaluate_poses_file(args.pred, args.gt, args.format, args.subset, args.alpha, args.norm,
+                                            args.joints, args.match, args.match_iou)
+    alpha, norm, joint_names = result["alpha"], result["norm"], evaluator.joint_names
     if result["num_excluded"]:
         log.warning(f"warning: {result['num_excluded']} of {result['num_samples']} people have no usable {norm} "
                     "normaliser (missing or zero) and were left out")
@@ -386,7 +431,9 @@ def _eval_pck(argv: Sequence[str] | None) -> int:
     confusion = evaluator.left_right_confusion()
     if args.json:
         summary = {"alpha": alpha, "norm": norm, "PCK": _json_number(result["PCK"]),
-                   "per_joint": result["per_joint"], "left_right": confusion}
+                   "PCK_all": _json_number(result["PCK_all"]), "joints": result["joints"],
+                   "per_joint": result["per_joint"], "match": result["match"], "matched": result["matched"],
+                   "annotated": result["annotated"], "left_right": confusion}
         print(json.dumps(summary, indent=2))
     elif not args.quiet:
         print(_pck_table(result, joint_names))
@@ -410,8 +457,12 @@ def _pck_table(result: Mapping[str, Any], joint_names: Sequence[str]) -> str:
         lines += [rule, "left and right pooled:"]
         for part, acc in result["per_part"].items():
             lines.append(f"{part:<{width}}  {'':>7}  {_pct(acc):>6}")
-    lines += [rule, f"{'mean':<{width}}  {'':>7}  {_pct(result['PCK']):>6}",
+    joints = result.get("joints", list(joint_names))
+    mean = "mean" if joints == list(joint_names) else f"mean ({len(joints)} joints)"
+    lines += [rule, f"{mean:<{width}}  {'':>7}  {_pct(result['PCK']):>6}",
               f"{'AUC 0-0.2':<{width}}  {'':>7}  {_pct(result['AUC']):>6}"]
+    if "matched" in result:
+        lines.append(f"people matched ({result['match']}): {result['matched']} of {result['annotated']}")
     return "\n".join(lines)
 
 

@@ -185,7 +185,8 @@ def test_eval_pck_json(lspet_case, capsys):
     assert eval_pck_main(["--pred", str(pred), "--gt", str(root), "--format", "lspet", "--json"]) == 0
     out, err = capsys.readouterr()
     summary = json.loads(out)
-    assert set(summary) == {"alpha", "norm", "PCK", "per_joint", "left_right"}
+    assert set(summary) == {"alpha", "norm", "PCK", "PCK_all", "joints", "per_joint", "match", "matched", "annotated",
+                            "left_right"}
     assert summary["alpha"] == 0.2 and summary["norm"] == "torso"
     lr = summary["left_right"]  # values checked against brute force in test_eval_pose.py
     assert set(lr) == {"mirrored_misses", "pooled_pck", "pooled_pck_best_orientation", "people_better_mirrored"}
@@ -240,7 +241,7 @@ def test_eval_pck_bad_inputs(lspet_case, tmp_path, capsys):
 
 
 def test_people_paired_one_to_one_by_distance():
-    from cvcore.evaluation.cli import _pair_people
+    from cvcore.evaluation.matching import match_people_by_joints as _pair_people
 
     gt = np.array([[[0.0, 0.0], [10.0, 0.0]], [[100.0, 0.0], [110.0, 0.0]]])
     visible = np.ones((2, 2), bool)

@@ -115,7 +115,7 @@ def test_pose_cli_writes_valid_json_and_skips_unreadable(tmp_path, capsys):
     (folder / "broken.jpg").write_bytes(b"not a jpeg")
     out = tmp_path / "out"
     code = pose_main([str(folder), "--model", str(path), "--out", str(out), "--vis", "--json", "--quiet",
-                      "--device", "cpu"])
+                      "--device", "cpu", "--detector", "none"])
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["images"] == 3 and [s["file"] for s in summary["skipped"]] == ["broken.jpg"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["blood_smear", "write_pennfudan_folder", "PENNFUDAN_EXAMPLE"]
+__all__ = ["blood_smear", "write_pennfudan_folder", "write_lspet_folder", "PENNFUDAN_EXAMPLE"]
 
 # (file name, (width, height), 1-based inclusive boxes as a Penn-Fudan annotation writes them)
 PENNFUDAN_EXAMPLE = (("FudanPed00001.png", (120, 90), ((10, 12, 40, 80), (60, 5, 100, 88))),
@@ -90,3 +90,28 @@ def blood_smear(rng: np.random.Generator, size_hw: tuple[int, int] = (480, 640),
     out = np.clip(img, 0, 255).astype(np.uint8)
     b = np.clip(np.asarray(boxes, np.float32).reshape(-1, 4), 0, [w, h, w, h]).astype(np.float32)
     return out, b, labels
+
+
+
+def write_lspet_folder(root, n: int = 6, seed: int = 0, size_wh: tuple[int, int] = (80, 60),
+                       visible: tuple[float, float] = (1.0, 1.0)):
+    """An LSPET-layout folder (``joints.mat`` 14 x 3 x n, ``images/im%05d.jpg`` of noise) with random joints inside
+    the image, for tests; joints are visible with probability ``visible[0]`` in even and ``visible[1]`` in odd
+    images. Returns ``root``."""
+    from pathlib import Path
+
+    from PIL import Image
+    from scipy.io import savemat
+
+    root = Path(root)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    w, h = size_wh
+    joints = np.zeros((14, 3, n))
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(root / "images" / f"im{i + 1:05d}.jpg")
+        joints[:, 0, i] = rng.uniform(5, w - 5, 14)
+        joints[:, 1, i] = rng.uniform(5, h - 5, 14)
+        joints[:, 2, i] = rng.random(14) < visible[i % 2]
+    savemat(root / "joints.mat", {"joints": joints})
+    return root

@@ -22,7 +22,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .records import DatasetError, DetectionDataset, DetectionRecord, check_on_error, sanitize_boxes, warn
+from .records import (
+    DatasetError,
+    DetectionDataset,
+    DetectionRecord,
+    check_on_error,
+    finish_detection_dataset,
+    sanitize_boxes,
+    warn,
+)
 
 __all__ = ["read_pascal_text", "read_pennfudan", "is_pascal_text_folder", "pascal_text", "PASCAL_TEXT_HEADER"]
 
@@ -154,15 +162,7 @@ def read_pennfudan(root: str | os.PathLike, classes: Sequence[str] | None = None
     images = next((root / n for n in _IMAGE_DIRS if (root / n).is_dir()), root)
     files = sorted(annotations.glob("*.txt"), key=lambda p: p.name)
     records = [read_pascal_text(f, images, classes, on_error) for f in files]
-    missing = [r.image_path for r in records if not r.image_path.is_file()]
-    if missing:
-        message = f"{root}: {len(missing)} annotated images not found, e.g. {missing[0]}"
-        if on_error == "raise":
-            raise DatasetError(message)
-        warn(message)
-    if classes is None:
-        classes = sorted({label for r in records for label in r.labels})
-    return DetectionDataset(classes=list(classes), records=records, image_root=images)
+    return finish_detection_dataset(root, records, classes, on_error, images)
 
 
 def pascal_text(filename: str, width: int, height: int, boxes: np.ndarray | Sequence[Sequence[float]],

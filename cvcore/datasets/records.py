@@ -299,6 +299,21 @@ def warn(message: str) -> None:
     warnings.warn(message, DatasetWarning, stacklevel=3)
 
 
+def finish_detection_dataset(root: Path, records: list[DetectionRecord], classes: Sequence[str] | None,
+                             on_error: str, images_dir: Path) -> DetectionDataset:
+    """The end every detection reader shares: report annotated images that are missing (an error under
+    ``"raise"``, else a warning), take the class list (None: the sorted names found), wrap the records."""
+    missing = [r.image_path for r in records if not r.image_path.is_file()]
+    if missing:
+        message = f"{root}: {len(missing)} annotated images not found, e.g. {missing[0]}"
+        if on_error == "raise":
+            raise DatasetError(message)
+        warn(message)
+    if classes is None:
+        classes = sorted({label for r in records for label in r.labels})
+    return DetectionDataset(classes=list(classes), records=records, image_root=images_dir)
+
+
 def sanitize_boxes(
     boxes: np.ndarray, width: int, height: int, on_error: str, where: str, names: Sequence[str],
     min_extent: float = 0.0,

@@ -23,7 +23,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .records import DatasetError, DetectionDataset, DetectionRecord, check_on_error, sanitize_boxes, warn
+from .records import (
+    DatasetError,
+    DetectionDataset,
+    DetectionRecord,
+    check_on_error,
+    finish_detection_dataset,
+    sanitize_boxes,
+    warn,
+)
 
 __all__ = ["read_voc", "read_voc_xml", "voc_xml", "find_voc_layout", "VOC_CLASSES"]
 
@@ -241,12 +249,4 @@ def read_voc(
         raise DatasetError(f"{annotations_dir}: no XML annotation files")
 
     records = [read_voc_xml(xml, images_dir, classes, on_error) for xml in xmls]
-    missing_images = [r.image_path for r in records if not r.image_path.is_file()]
-    if missing_images:
-        message = f"{root}: {len(missing_images)} annotated images not found, e.g. {missing_images[0]}"
-        if on_error == "raise":
-            raise DatasetError(message)
-        warn(message)
-    if classes is None:
-        classes = sorted({label for r in records for label in r.labels})
-    return DetectionDataset(classes=list(classes), records=records, image_root=images_dir)
+    return finish_detection_dataset(root, records, classes, on_error, images_dir)

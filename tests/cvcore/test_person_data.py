@@ -22,7 +22,7 @@ from cvcore.datasets import (
 )
 from cvcore.datasets.auto import detect_detection_format
 from cvcore.evaluation.cli import eval_map_main
-from cvcore.synthetic import PENNFUDAN_EXAMPLE, write_pennfudan_folder
+from cvcore.synthetic import PENNFUDAN_EXAMPLE, write_lspet_folder, write_pennfudan_folder
 
 PEOPLE = PENNFUDAN_EXAMPLE
 
@@ -143,20 +143,7 @@ def test_person_boxes_of_a_pose_dataset(lspet_folder):
 
 @pytest.fixture
 def lspet_folder(tmp_path) -> Path:
-    from scipy.io import savemat
-
-    rng = np.random.default_rng(1)
-    root = tmp_path / "lspet"
-    (root / "images").mkdir(parents=True)
-    n = 6
-    joints = np.zeros((14, 3, n))
-    for i in range(n):
-        Image.fromarray(rng.integers(0, 255, (60, 80, 3), dtype=np.uint8)).save(root / "images" / f"im{i + 1:05d}.jpg")
-        joints[:, 0, i] = rng.uniform(5, 75, 14)
-        joints[:, 1, i] = rng.uniform(5, 55, 14)
-        joints[:, 2, i] = rng.random(14) < (0.5 if i % 2 else 0.95)
-    savemat(root / "joints.mat", {"joints": joints})
-    return root
+    return write_lspet_folder(tmp_path / "lspet", n=6, seed=1, visible=(0.95, 0.5))
 
 
 def test_real_pennfudan_counts(shared_data):

@@ -8,7 +8,7 @@ import torch
 
 from cvcore.config import load_config
 from cvcore.datasets import DetectionRecord
-from cvcore.synthetic import write_pennfudan_folder
+from cvcore.synthetic import write_lspet_folder, write_pennfudan_folder
 from rcnn.config import RCNNConfig
 from rcnn.data import select_records
 from rcnn.finetune import PARTIAL_LABELS_MIN_IOU, label_windows
@@ -23,23 +23,9 @@ def _iou(a, b) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def _pose_folder(root, n=10):
-    from PIL import Image
-    from scipy.io import savemat
-
-    rng = np.random.default_rng(0)
-    (root / "images").mkdir(parents=True)
-    joints = np.zeros((14, 3, n))
-    for i in range(n):
-        Image.new("RGB", (80, 60)).save(root / "images" / f"im{i + 1:05d}.jpg")
-        joints[:, 0, i], joints[:, 1, i], joints[:, 2, i] = rng.uniform(5, 75, 14), rng.uniform(5, 55, 14), 1
-    savemat(root / "joints.mat", {"joints": joints})
-    return root
-
-
 def test_select_records_concatenates_sources_with_their_splits(tmp_path, rect_voc):
     pf = write_pennfudan_folder(tmp_path / "pf")
-    poses = _pose_folder(tmp_path / "poses", n=10)
+    poses = write_lspet_folder(tmp_path / "poses", n=10)
     cfg = load_config(RCNNConfig, data={"data": {"classes": ["person"], "sources": [
         {"root": str(pf), "val_every": 3},
         {"root": str(poses), "format": "poses", "train_range": [1, 8], "val_range": [9, 10], "train_every": 2},

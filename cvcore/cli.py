@@ -8,7 +8,7 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 
-__all__ = ["add_common_args", "run_cli", "CLIError", "setup_logging"]
+__all__ = ["add_common_args", "add_folder_run_args", "run_cli", "CLIError", "setup_logging"]
 
 log = logging.getLogger("cvcore")
 _ORIGINAL_FORMATWARNING = warnings.formatwarning
@@ -27,6 +27,21 @@ def add_common_args(parser: argparse.ArgumentParser, device: bool = True, json_f
         parser.add_argument("--json", action="store_true", help="print a machine-readable JSON summary on stdout")
     if device:
         parser.add_argument("--device", default="auto", help="auto (CUDA if present, else CPU), cpu, cuda, cuda:N")
+
+
+def add_folder_run_args(parser: argparse.ArgumentParser) -> None:
+    """The options of an image-folder inference run (:class:`cvcore.inference.FolderRun`): ``--recursive``,
+    ``--shard``, ``--overwrite``, ``--workers``."""
+    parser.add_argument("--recursive", action="store_true", help="also look in sub-folders")
+    parser.add_argument("--shard", default="auto", metavar="I/N",
+                        help="only every N-th image from the I-th (0-based), written to OUT/<name>.shard-I-of-N.json; "
+                             "the last shard to finish also writes the merged file (default auto: from a Slurm "
+                             "array or torchrun's RANK / WORLD_SIZE when present, else the whole folder)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the results in OUT (default: resume, skipping the images the same settings "
+                             "already finished; other settings are refused)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="threads decoding (and proposing) images ahead of the model (default: %(default)s)")
 
 
 def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,

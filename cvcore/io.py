@@ -8,6 +8,7 @@ target, so a killed process never leaves a half-written file behind.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -23,7 +24,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 __all__ = [
     "IMAGE_EXTS", "ImageReadError", "load_image", "to_rgb_uint8", "list_images", "atomic_write_bytes",
-    "atomic_write_text", "atomic_write_json", "atomic_torch_save", "safe_torch_load", "prefetch",
+    "atomic_write_text", "atomic_write_json", "atomic_torch_save", "safe_torch_load", "prefetch", "file_sha256",
 ]
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif")
@@ -164,6 +165,15 @@ def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # corrupt zip, pickle with disallowed globals, truncated file
         raise ValueError(f"{path}: cannot load as a weights-only torch file ({type(e).__name__}: {e})") from None
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 T = TypeVar("T")

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from cvcore.cli import CLIError, add_common_args, run_cli, setup_logging
+from cvcore.cli import CLIError, add_common_args, add_folder_run_args, run_cli, setup_logging
 from pose.config import DEFAULT_DETECTOR
 
 __all__ = ["pose_main", "train_main"]
@@ -36,7 +36,7 @@ def _pose_args(argv: Sequence[str] | None) -> argparse.Namespace:
                                 "an R-CNN person detector finds the people, the pose model estimates each one's "
                                 "joints; writes one poses JSON file.", epilog=POSE_EXAMPLES,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("images", help="folder of images")
+    p.add_argument("images", help="folder of images (or one image file)")
     p.add_argument("--model", default="lspet", help="pose model file or shipped model name (default: lspet)")
     p.add_argument("--out", required=True, help="output folder (poses.json, vis/)")
     p.add_argument("--detector", default=DEFAULT_DETECTOR,
@@ -49,11 +49,11 @@ def _pose_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="only boxes with this label (default: person with --detector, every label with --boxes)")
     p.add_argument("--max-people", type=int, default=20, help="at most this many people per image (default: 20)")
     p.add_argument("--vis", action="store_true", help="write images with every person's box and skeleton to OUT/vis/")
-    p.add_argument("--recursive", action="store_true", help="walk sub-folders")
     p.add_argument("--flip-test", action="store_true", help="average with the mirrored image, left/right "
                    "joints swapped back (2x the pose time)")
     p.add_argument("--batch-size", type=int, default=16, help="people per pose forward pass")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    add_folder_run_args(p)
     add_common_args(p)
     return p.parse_args(argv)
 
@@ -78,19 +78,17 @@ def pose_run(argv: Sequence[str] | None = None) -> int:
     import numpy as np
     from tqdm.auto import tqdm
 
-    from cvcore.datasets import write_poses
+    from cvcore.datasets import ImagePoses, PersonPose, poses_entry, write_poses
     from cvcore.device import set_num_threads
-    from cvcore.io import ImageReadError, atomic_write_bytes, list_images, load_image
+    from cvcore.inference import FolderRun, list_inputs
+    from cvcore.io import ImageReadError, atomic_write_bytes, file_sha256, load_image, prefetch
     from pose.topdown import TopDown
 
     if args.threads > 0:
         set_num_threads(args.threads)
-    folder = Path(args.images)
-    if not folder.is_dir():
-        raise CLIError(f"{folder}: not a folder of images")
-    files = list_images(folder, recursive=args.recursive)
-    if not files:
-        raise CLIError(f"{folder}: no images found")
+    if args.workers < 0:
+        raise CLIError(f"--workers must be >= 0, got {args.workers}")
+    inputs = list_inputs(args.images, args.recursive)  # a bad path fails before the models load
     if args.boxes:
         detector = None
         boxes = _load_boxes(args.boxes, args.min_box_score or 0.0, args.label)
@@ -101,28 +99,32 @@ def pose_run(argv: Sequence[str] | None = None) -> int:
                           min_score=args.min_box_score, label=args.label or "person", max_people=args.max_people)
     except (FileNotFoundError, ValueError) as e:
         raise CLIError(str(e)) from None
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from pose.estimator import resolve_model_path
+    from rcnn.detector import resolve_model_path as resolve_detector_path
+
+    settings = {"model_sha256": file_sha256(resolve_model_path(args.model)), "flip_test": td.estimator.flip_test,
+                "detector_sha256": None if td.detector is None else file_sha256(resolve_detector_path(args.detector)),
+                "boxes_sha256": file_sha256(args.boxes) if args.boxes else None, "min_box_score": td.min_score,
+                "label": args.label or ("person" if td.detector is not None else None),
+                "max_people": td.max_people}
+    run = FolderRun(inputs, args.out, "poses", settings, shard=args.shard,
+                    overwrite=args.overwrite)
+    out_dir = run.out_dir
     if args.vis:
         (out_dir / "vis").mkdir(exist_ok=True)
 
-    images_out, skipped, people = [], [], 0
     clock = {"decode": 0.0, "detector": 0.0, "pose": 0.0, "write": 0.0}
     pending: list[tuple[str, np.ndarray, np.ndarray | None, np.ndarray | None]] = []
 
     def flush() -> None:
-        nonlocal people
         t = time.perf_counter()
         found = td.estimate([p[1] for p in pending], [p[2] for p in pending], [p[3] for p in pending],
                             batch_size=args.batch_size)
         clock["pose"] += time.perf_counter() - t
         t = time.perf_counter()
         for (name, img, _, _), persons in zip(pending, found):
-            people += len(persons)
-            images_out.append({"file": name, "width": int(img.shape[1]), "height": int(img.shape[0]),
-                               "people": [{"box": None if p.box is None else p.box.tolist(),
-                                           **({} if p.box_score is None else {"box_score": p.box_score}),
-                                           "joints": p.joints.tolist()} for p in persons]})
+            run.add(poses_entry(ImagePoses(name, [PersonPose(p.joints[:, :2], p.joints[:, 2], p.box, p.box_score)
+                                                  for p in persons], int(img.shape[1]), int(img.shape[0]))))
             if args.vis:
                 import cv2
 
@@ -131,27 +133,34 @@ def pose_run(argv: Sequence[str] | None = None) -> int:
                 vis = draw_people(img, persons, td.skeleton)
                 ok, buf = cv2.imencode(".jpg", cv2.cvtColor(vis, cv2.COLOR_RGB2BGR))
                 if ok:
-                    atomic_write_bytes(out_dir / "vis" / (Path(name).stem + ".jpg"), buf.tobytes())
+                    atomic_write_bytes(out_dir / "vis" / Path(name).with_suffix(".jpg"), buf.tobytes())
         clock["write"] += time.perf_counter() - t
         pending.clear()
 
-    start = time.perf_counter()
-    for path in tqdm(files, desc="pose", unit="img", disable=args.quiet, dynamic_ncols=True):
-        name = path.relative_to(folder).as_posix()
+    def prepare(path: Path) -> tuple[Path, np.ndarray | None, np.ndarray | None, str, float]:
+        """Decode (and propose person boxes) in a worker thread, overlapping the models of the previous image."""
         t = time.perf_counter()
         try:
             image = load_image(path)
-        except ImageReadError as e:
-            log.warning("skipped %s", e)
-            skipped.append({"file": name, "error": str(e)})
+        except (ImageReadError, OSError) as e:
+            return path, None, None, str(e), time.perf_counter() - t
+        return path, image, None if boxes is not None else td.propose(image), "", time.perf_counter() - t
+
+    start = time.perf_counter()
+    for path, image, proposals, error, seconds in tqdm(prefetch(prepare, run.todo, workers=args.workers),
+                                                       total=len(run.todo), desc="pose", unit="img",
+                                                       disable=args.quiet, dynamic_ncols=True):
+        clock["decode"] += seconds
+        if image is None:
+            run.skip(path, error)
             continue
-        clock["decode"] += time.perf_counter() - t
+        name = run.relative(path)
         t = time.perf_counter()
         if boxes is not None:
             bs, ss = boxes.get(name, ([], []))
             bs, ss = np.asarray(bs, np.float32).reshape(-1, 4), np.asarray(ss, np.float32)
         else:
-            bs, ss = td.find_people(image)
+            bs, ss = td.find_people(image, proposals)
         clock["detector"] += time.perf_counter() - t
         pending.append((name, image, bs, ss))
         if sum(1 if b is None else len(b) for _, _, b, _ in pending) >= args.batch_size:
@@ -160,19 +169,21 @@ def pose_run(argv: Sequence[str] | None = None) -> int:
         flush()
     seconds = time.perf_counter() - start
     t = time.perf_counter()
-    out_file = out_dir / "poses.json"
-    write_poses(out_file, td.joint_names, images_out)
+    out_file = run.finish(lambda path, entries: write_poses(path, td.joint_names, entries))
     clock["write"] += time.perf_counter() - t
-    summary = {"poses": str(out_file), "images": len(images_out), "people": people, "skipped": skipped,
+    people = sum(len(e["people"]) for e in run.entries())
+    summary = {**run.summary(), "poses": str(out_file), "people": people,
                "detector": None if args.boxes else str(args.detector), "min_box_score": td.min_score,
-               "seconds": round(seconds, 3), "images_per_s": round(len(images_out) / max(seconds, 1e-9), 2),
+               "seconds": round(seconds, 3), "images_per_s": round(run.processed / max(seconds, 1e-9), 2),
                "seconds_by_stage": {k: round(v, 3) for k, v in clock.items()}}
     if args.json:
         print(json.dumps(summary))
     elif not args.quiet:
-        print(f"{len(images_out)} images, {people} people -> {out_file} "
-              f"({summary['images_per_s']} images/s; {len(skipped)} unreadable skipped)", file=sys.stderr)
-    return 0
+        done = f", {run.resumed} done before" if run.resumed else ""
+        print(f"{summary['images']} images, {people} people -> {out_file} "
+              f"({summary['images_per_s']} images/s; {len(run.skipped)} unreadable skipped{done})"
+              + (f"; all shards merged -> {run.merged}" if run.merged else ""), file=sys.stderr)
+    return run.exit_code()
 
 
 def train_run(argv: Sequence[str] | None = None) -> int:

@@ -105,11 +105,19 @@ class TopDown:
     def joint_names(self) -> list[str]:
         return self.estimator.joint_names
 
-    def find_people(self, image: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """Person boxes float32[P, 4] and scores float32[P] of an RGB image (None, None without a detector)."""
+    def propose(self, image: np.ndarray) -> np.ndarray | None:
+        """The detector's region proposals for an image (None without a detector): the part of
+        :meth:`find_people` that can run ahead in another thread."""
+        return None if self.detector is None else self.detector.propose(image)
+
+    def find_people(self, image: np.ndarray, proposals: np.ndarray | None = None
+                    ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Person boxes float32[P, 4] and scores float32[P] of an RGB image (None, None without a detector);
+        ``proposals``: the image's :meth:`propose` boxes, if already made."""
         if self.detector is None:
             return None, None
-        return person_boxes(self.detector.detect(image), self.label, self.min_score, self.max_people)
+        det = self.detector.detect(image) if proposals is None else self.detector.detect_proposals(image, proposals)
+        return person_boxes(det, self.label, self.min_score, self.max_people)
 
     def estimate(self, images: Sequence[np.ndarray], boxes: Sequence[np.ndarray | None],
                  scores: Sequence[np.ndarray | None], batch_size: int = 16) -> list[list[Person]]:

@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from cvcore.cli import CLIError, add_common_args, run_cli, setup_logging
+from cvcore.cli import CLIError, add_common_args, add_folder_run_args, run_cli, setup_logging
 
 log = logging.getLogger("rcnn")
 
@@ -44,7 +44,6 @@ def _detect(argv: Sequence[str] | None) -> int:
     parser.add_argument("--score-thr", type=float, default=None, help="keep detections scoring at least this "
                         "(SVM margin; default: the model's)")
     parser.add_argument("--max-per-image", type=int, default=None, help="keep at most this many per image")
-    parser.add_argument("--recursive", action="store_true", help="also look in subfolders")
     parser.add_argument("--batch-size", type=int, default=0, help="warp mode: crops per forward pass (default 0: "
                         "auto, ~200k input pixels on the CPU, e.g. 16 crops of 112 px; 128 on CUDA)")
     parser.add_argument("--proposals", type=int, default=0, help="selective-search boxes per image (default 0: the "
@@ -54,29 +53,23 @@ def _detect(argv: Sequence[str] | None) -> int:
     parser.add_argument("--coco", nargs="?", const="", default=None, metavar="GT_JSON",
                         help="also write OUT/detections_coco.json in the COCO results format (image and category "
                         "ids from GT_JSON when given, else numbered in file / class order)")
+    add_folder_run_args(parser)
     add_common_args(parser)
     args = parser.parse_args(argv)
     setup_logging(args.quiet, args.debug)
 
     import numpy as np
 
-    from cvcore.datasets import ImageDetections, write_coco_results, write_detections
+    from cvcore.datasets import ImageDetections, detection_entry, read_detections, write_coco_results, write_detections
     from cvcore.device import pipeline_threads, resolve_device
-    from cvcore.io import ImageReadError, list_images, load_image, prefetch
-    from rcnn.detector import Detector
+    from cvcore.inference import FolderRun, list_inputs
+    from cvcore.io import ImageReadError, file_sha256, load_image, prefetch
+    from rcnn.detector import Detector, resolve_model_path
 
-    src = Path(args.images)
-    if src.is_file():
-        root, files = src.parent, [src]
-    elif src.is_dir():
-        root, files = src, list_images(src, recursive=args.recursive)
-    else:
-        raise CLIError(f"{src}: no such folder or file")
-    if not files:
-        raise CLIError(f"{src}: no images found" + ("" if args.recursive else " (try --recursive)"))
-    for name in ("batch_size", "threads", "proposals"):
+    for name in ("batch_size", "threads", "proposals", "workers"):
         if getattr(args, name) < 0:
             raise CLIError(f"--{name.replace('_', '-')} must be >= 0 (0: automatic), got {getattr(args, name)}")
+    inputs = list_inputs(args.images, args.recursive)  # a bad path fails before the models load
     device = resolve_device(args.device)
     pipeline_threads(args.threads, device)
     detector = Detector.load(args.model, device=device, batch_size=args.batch_size, proposals=args.proposals)
@@ -85,8 +78,12 @@ def _detect(argv: Sequence[str] | None) -> int:
     if args.max_per_image is not None:
         detector.max_per_image = args.max_per_image
     vis_thr = args.vis_thr if args.vis_thr is not None else float(detector.meta.get("vis_thr", 0.0))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    settings = {"model_sha256": file_sha256(resolve_model_path(args.model)), "score_thr": detector.score_thr,
+                "max_per_image": detector.max_per_image,
+                "proposals": int(detector.meta["proposals"]["test_per_image"])}
+    run = FolderRun(inputs, args.out, "detections", settings, shard=args.shard,
+                    overwrite=args.overwrite)
+    out = run.out_dir
 
     from tqdm import tqdm
 
@@ -98,16 +95,16 @@ def _detect(argv: Sequence[str] | None) -> int:
             return path, None, None, str(e)
         return path, image, detector.propose(image), ""
 
-    results, skipped, t0 = [], [], time.time()
-    for path, image, proposals, error in tqdm(prefetch(prepare, files, workers=1), total=len(files),
+    t0 = time.time()
+    for path, image, proposals, error in tqdm(prefetch(prepare, run.todo, workers=args.workers), total=len(run.todo),
                                               desc="detect", disable=args.quiet, dynamic_ncols=True):
-        rel = path.relative_to(root).as_posix()
         if image is None:
-            skipped.append(rel)
-            tqdm.write(f"detect: skipping {path}: {error}", file=sys.stderr)
+            run.skip(path, error)
             continue
+        rel = run.relative(path)
         det = detector.detect_proposals(image, proposals)
-        results.append(ImageDetections(rel, image.shape[1], image.shape[0], det.boxes, det.scores, det.labels))
+        run.add(detection_entry(ImageDetections(rel, image.shape[1], image.shape[0], det.boxes, det.scores,
+                                                det.labels)))
         if args.vis:
             from cvcore.visualize import draw_boxes, save_image
 
@@ -115,20 +112,24 @@ def _detect(argv: Sequence[str] | None) -> int:
             drawn = draw_boxes(image, det.boxes[keep], [det.labels[i] for i in np.nonzero(keep)[0]],
                                det.scores[keep])
             save_image(out / "vis" / Path(rel).with_suffix(".jpg"), drawn)
-    json_path = write_detections(out / "detections.json", detector.class_names, results)
-    if args.coco is not None:
-        write_coco_results(out / "detections_coco.json", results, detector.class_names, args.coco or None)
     seconds = time.time() - t0
-    summary = {"detections": str(json_path), "images": len(results), "skipped": skipped,
-               "boxes": int(sum(len(r.boxes) for r in results)),
-               "seconds_per_image": round(seconds / max(len(results), 1), 3), "model": str(args.model),
-               "proposals_per_image": int(detector.meta["proposals"]["test_per_image"])}
+    json_path = run.finish(lambda path, entries: write_detections(path, detector.class_names, entries))
+    _, results = read_detections(json_path)
+    if args.coco is not None:
+        write_coco_results(out / f"{run.name}_coco.json", list(results.values()), detector.class_names,
+                           args.coco or None)
+    summary = {**run.summary(), "detections": str(json_path),
+               "boxes": int(sum(len(r.boxes) for r in results.values())),
+               "seconds_per_image": round(seconds / max(run.processed, 1), 3), "model": str(args.model),
+               "proposals_per_image": settings["proposals"]}
     if args.json:
         print(json.dumps(summary))
     elif not args.quiet:
-        print(f"{len(results)} images ({len(skipped)} skipped), {summary['boxes']} detections, "
-              f"{summary['seconds_per_image']} s/image -> {json_path}")
-    return 0
+        done = f", {run.resumed} done before" if run.resumed else ""
+        print(f"{summary['images']} images ({len(run.skipped)} skipped{done}), {summary['boxes']} detections, "
+              f"{summary['seconds_per_image']} s/image -> {json_path}"
+              + (f"; all shards merged -> {run.merged}" if run.merged else ""))
+    return run.exit_code()
 
 
 def _train(argv: Sequence[str] | None) -> int:

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from torchvision.ops import roi_align
 
 from cvcore.device import DEFAULT_THREADS, autocast
-from cvcore.io import atomic_torch_save, prefetch, safe_torch_load
+from cvcore.io import atomic_torch_save, file_sha256, prefetch, safe_torch_load
 from rcnn.warp import normalize_image, warp_regions
 
 __all__ = [
@@ -57,11 +57,7 @@ BACKBONES: dict[str, tuple[str, ...]] = {
 
 @cache
 def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_sha256(path)
 
 
 def offline_mobilenet_weights() -> Path:

@@ -70,7 +70,10 @@ def pose_three_ways(data: Path, out: Path, detector: str, model: str, limit: int
             "annotated boxes": ["--boxes", str(given)]}
     results = {}
     for name, extra in ways.items():
-        run = out / name.replace(" ", "_").replace(">", "").replace("-", "")
+        # one folder per way and model: a re-run with the same settings resumes (pose's journal), another model does
+        # not collide with it
+        slug = name.replace(" ", "_").replace(">", "").replace("-", "")
+        run = out / f"{slug}-{Path(model).stem}{'-flip' if flip else ''}"
         stdout = io.StringIO()
         with contextlib.redirect_stdout(stdout):
             pose_main([str(folder), "--model", model, "--out", str(run), "--json", "--quiet", *extra,

@@ -115,7 +115,8 @@ class Tools:
 
         main = {"detect": detect_main, "pose": pose_main, "eval-map": eval_map_main, "eval-pck": eval_pck_main}[prog]
         device = ["--device", self.device] if prog in ("detect", "pose") and self.device != "auto" else []
-        argv = [str(a) for a in args] + device
+        fresh = ["--overwrite"] if prog in ("detect", "pose") else []  # a re-run of the demo recomputes and re-times
+        argv = [str(a) for a in args] + device + fresh
         self.commands.append(shlex.join([prog, *argv]))
         stdout = io.StringIO()
         with contextlib.redirect_stdout(stdout):

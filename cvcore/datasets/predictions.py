@@ -35,7 +35,7 @@ from cvcore.io import atomic_write_json, atomic_write_text
 
 __all__ = [
     "PredictionFileError", "ImageDetections", "PersonPose", "ImagePoses", "write_detections", "read_detections",
-    "detections_to_coco", "write_coco_results", "write_poses", "read_poses",
+    "detections_to_coco", "write_coco_results", "write_poses", "read_poses", "detection_entry", "poses_entry",
 ]
 
 
@@ -195,7 +195,8 @@ def _parse_detection_image(check: _Checker, entry: Any, where: str, classes: set
     return ImageDetections(file, width, height, np.asarray(boxes, np.float32), np.asarray(scores, np.float32), labels)
 
 
-def _detection_to_json(image: ImageDetections) -> dict:
+def detection_entry(image: ImageDetections) -> dict:
+    """One image's entry in a detections file's own form (``{"file", "width", "height", "detections"}``)."""
     return {
         "file": image.file, "width": int(image.width), "height": int(image.height),
         "detections": [{"label": label, "score": _f32(score), "box": [_f32(v) for v in box]}
@@ -227,9 +228,9 @@ def write_detections(
     if isinstance(images, Mapping):  # e.g. the {file: ImageDetections} of read_detections
         images = images.values()
     for i, item in enumerate(images):
-        entry = _detection_to_json(item) if isinstance(item, ImageDetections) else item
+        entry = detection_entry(item) if isinstance(item, ImageDetections) else item
         parsed = _parse_detection_image(check, entry, f"images[{i}]", known, seen)
-        entries.append(_detection_to_json(parsed))
+        entries.append(detection_entry(parsed))
     # One detection per line: a readable file that stays compact with thousands of boxes.
     lines = ['{"classes": ' + json.dumps(classes) + ',', ' "images": [']
     for i, entry in enumerate(entries):
@@ -358,7 +359,8 @@ def _parse_pose_image(check: _Checker, entry: Any, where: str, num_joints: int, 
     return ImagePoses(file, people, width, height)
 
 
-def _pose_to_json(image: ImagePoses) -> dict:
+def poses_entry(image: ImagePoses) -> dict:
+    """One image's entry in a poses file's own form (``{"file", "width", "height", "people"}``)."""
     size = ({} if image.width is None or image.height is None
             else {"width": int(image.width), "height": int(image.height)})
     return {"file": image.file, **size, "people": [
@@ -392,8 +394,8 @@ def write_poses(
     if isinstance(images, Mapping):  # e.g. the {file: ImagePoses} of read_poses
         images = images.values()
     for i, item in enumerate(images):
-        entry = _pose_to_json(item) if isinstance(item, ImagePoses) else item
-        entries.append(_pose_to_json(_parse_pose_image(check, entry, f"images[{i}]", len(joint_names), seen)))
+        entry = poses_entry(item) if isinstance(item, ImagePoses) else item
+        entries.append(poses_entry(_parse_pose_image(check, entry, f"images[{i}]", len(joint_names), seen)))
     lines = ['{"joint_names": ' + json.dumps(joint_names) + ',', ' "images": [']
     lines += ["  " + json.dumps(e, allow_nan=False) + ("," if i < len(entries) - 1 else "")
               for i, e in enumerate(entries)]

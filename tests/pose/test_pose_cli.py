@@ -116,7 +116,7 @@ def test_pose_cli_writes_valid_json_and_skips_unreadable(tmp_path, capsys):
     out = tmp_path / "out"
     code = pose_main([str(folder), "--model", str(path), "--out", str(out), "--vis", "--json", "--quiet",
                       "--device", "cpu", "--detector", "none"])
-    assert code == 0
+    assert code == 3  # finished, one image skipped
     summary = json.loads(capsys.readouterr().out)
     assert summary["images"] == 3 and [s["file"] for s in summary["skipped"]] == ["broken.jpg"]
     names, images = read_poses(out / "poses.json")
@@ -144,7 +144,43 @@ def test_pose_cli_with_detection_boxes(tmp_path, capsys):
 def test_pose_cli_errors_are_one_line(tmp_path, capsys):
     assert pose_main([str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "not a folder" in err[0]
+    assert len(err) == 1 and "no such folder or file" in err[0]
+
+
+def test_pose_cli_resumes_and_shards_with_the_uninterrupted_output(tmp_path, capsys, monkeypatch):
+    from pose.topdown import TopDown
+
+    path, _ = _save_tiny_model(tmp_path)
+    folder = _image_folder(tmp_path, 5, "png")
+    common = ["--model", str(path), "--detector", "none", "--quiet", "--json", "--device", "cpu",
+              "--batch-size", "1"]
+    assert pose_main([str(folder), "--out", str(tmp_path / "whole"), *common]) == 0
+    _, whole = read_poses(tmp_path / "whole" / "poses.json")
+
+    original, calls = TopDown.estimate, {"n": 0}
+
+    def crash_on_fourth(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(TopDown, "estimate", crash_on_fourth)
+    out = tmp_path / "out"
+    assert pose_main([str(folder), "--out", str(out), *common]) == 130
+    assert not (out / "poses.json").exists() and len((out / "poses.jsonl").read_text().splitlines()) == 4
+    monkeypatch.setattr(TopDown, "estimate", original)
+    capsys.readouterr()
+    assert pose_main([str(folder), "--out", str(out), *common]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["resumed"], summary["processed"], summary["images"]) == (3, 2, 5)
+    for i in (1, 0):
+        assert pose_main([str(folder), "--out", str(tmp_path / "sharded"), *common, "--shard", f"{i}/2"]) == 0
+    for result in (out / "poses.json", tmp_path / "sharded" / "poses.json"):
+        _, images = read_poses(result)
+        assert list(images) == list(whole)
+        for name, image in images.items():
+            np.testing.assert_allclose(image.people[0].joints, whole[name].people[0].joints, atol=1e-4)
 
 
 def _tiny_train_args(lspet_root, tmp_path) -> list[str]:

@@ -91,9 +91,10 @@ def test_detect_cli_writes_readable_json_and_skips_bad_files(trained, rect_voc, 
     out = tmp_path / "out"
     code = detect_main([str(images), "--model", str(trained / "detector.pt"), "--out", str(out), "--vis",
                         "--quiet", "--json", "--max-per-image", "5", "--coco", "--proposals", "30"])
-    assert code == 0
+    assert code == 3  # finished, one image skipped
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert summary["images"] == 2 and summary["skipped"] == ["broken.jpg"] and summary["proposals_per_image"] == 30
+    assert summary["images"] == 2 and [s["file"] for s in summary["skipped"]] == ["broken.jpg"]
+    assert "not a readable image" in summary["skipped"][0]["error"] and summary["proposals_per_image"] == 30
     classes, dets = read_detections(out / "detections.json")
     assert classes == ["red", "blue"] and len(dets) == 2
     assert all(len(d.boxes) <= 5 for d in dets.values())
@@ -104,6 +105,66 @@ def test_detect_cli_writes_readable_json_and_skips_bad_files(trained, rect_voc, 
     row = next(r for r in coco if r["image_id"] == 1)
     x1, y1, x2, y2 = first.boxes[0]
     assert row["bbox"] == pytest.approx([x1, y1, x2 - x1, y2 - y1], abs=1e-3)
+
+
+def _detect_folder(rect_voc, tmp_path, n=4):
+    images = tmp_path / "images"
+    images.mkdir()
+    for p in sorted((rect_voc / "JPEGImages").glob("*.jpg"))[:n]:
+        (images / p.name).write_bytes(p.read_bytes())
+    return images
+
+
+def test_detect_resumes_after_a_crash_with_the_uninterrupted_output(trained, rect_voc, tmp_path, monkeypatch,
+                                                                     capsys):
+    images = _detect_folder(rect_voc, tmp_path)
+    common = ["--model", str(trained / "detector.pt"), "--proposals", "30", "--quiet", "--json"]
+    assert detect_main([str(images), "--out", str(tmp_path / "whole"), *common]) == 0
+    whole = (tmp_path / "whole" / "detections.json").read_text()
+
+    calls = {"n": 0}
+    original = Detector.detect_proposals
+
+    def crash_on_third(self, image, proposals):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # as a kill would stop it: the journal holds the first two images
+        return original(self, image, proposals)
+
+    monkeypatch.setattr(Detector, "detect_proposals", crash_on_third)
+    out = tmp_path / "out"
+    assert detect_main([str(images), "--out", str(out), *common]) == 130
+    assert not (out / "detections.json").exists()
+    assert len((out / "detections.jsonl").read_text().splitlines()) == 1 + 2  # settings + two images
+    with open(out / "detections.jsonl", "a") as fh:
+        fh.write('{"file": "torn')  # a write cut short by the kill
+    monkeypatch.setattr(Detector, "detect_proposals", original)
+    capsys.readouterr()
+    assert detect_main([str(images), "--out", str(out), *common]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (summary["resumed"], summary["processed"], summary["images"]) == (2, 2, 4)
+    assert (out / "detections.json").read_text() == whole
+    # other settings on the same folder are refused, and --overwrite replaces
+    assert detect_main([str(images), "--out", str(out), *common, "--max-per-image", "1"]) == 2
+    assert "other settings (max_per_image)" in capsys.readouterr().err
+    assert detect_main([str(images), "--out", str(out), *common, "--max-per-image", "1", "--overwrite"]) == 0
+    _, dets = read_detections(out / "detections.json")
+    assert all(len(d.boxes) <= 1 for d in dets.values()) and len(dets) == 4
+
+
+def test_detect_shards_merge_to_the_unsharded_output(trained, rect_voc, tmp_path, capsys):
+    images = _detect_folder(rect_voc, tmp_path, n=5)
+    common = ["--model", str(trained / "detector.pt"), "--proposals", "30", "--quiet", "--json"]
+    assert detect_main([str(images), "--out", str(tmp_path / "whole"), *common, "--shard", "0/1"]) == 0
+    out = tmp_path / "sharded"
+    for i in (2, 0, 1):
+        assert detect_main([str(images), "--out", str(out), *common, "--shard", f"{i}/3"]) == 0
+        assert (out / "detections.json").exists() == (i == 1)  # the last shard to finish merges
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["merged"] == str(out / "detections.json")
+    assert (out / "detections.json").read_text() == (tmp_path / "whole" / "detections.json").read_text()
+    _, shard = read_detections(out / "detections.shard-00002-of-00003.json")
+    assert list(shard) == [p.name for p in sorted(images.iterdir())][2::3]
 
 
 def test_test_time_proposals_override(trained, rect_voc):
@@ -119,9 +180,23 @@ def test_test_time_proposals_override(trained, rect_voc):
         Detector.load(trained / "detector.pt", proposals=7, propose=own.propose)
 
 
-def test_detect_cli_errors_are_one_line(rect_voc, tmp_path, capsys):
+def test_detect_cli_errors_are_one_line(rect_voc, trained, tmp_path, capsys):
     assert detect_main([str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
     assert "no such folder" in capsys.readouterr().err
+    model = ["--model", str(trained / "detector.pt")]
+    (tmp_path / "nested" / "sub").mkdir(parents=True)
+    assert detect_main([str(tmp_path / "nested"), *model, "--out", str(tmp_path / "o")]) == 2
+    assert "no images found (sub-folders: try --recursive)" in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    assert detect_main([str(rect_voc / "JPEGImages"), *model, "--out", str(tmp_path / "file" / "o")]) == 2
+    assert "cannot create the output folder" in capsys.readouterr().err
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / "detections.json").write_text("{}")  # results of a run without a journal are not overwritten
+    assert detect_main([str(rect_voc / "JPEGImages"), *model, "--out", str(earlier)]) == 2
+    assert "pass --overwrite" in capsys.readouterr().err and (earlier / "detections.json").read_text() == "{}"
+    assert detect_main([str(rect_voc / "JPEGImages"), *model, "--out", str(tmp_path / "o"), "--shard", "3/3"]) == 2
+    assert "not 0 <= I < N" in capsys.readouterr().err
     empty = tmp_path / "empty"
     empty.mkdir()
     assert detect_main([str(empty), "--model", "no-such-model", "--out", str(tmp_path / "o")]) == 2

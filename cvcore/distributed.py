@@ -11,6 +11,7 @@ shards, so ``--shard i/n`` on ``n`` machines covers every image exactly once and
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,9 +21,11 @@ import torch
 import torch.distributed as dist
 
 __all__ = ["DistInfo", "init_distributed", "wrap_ddp", "distributed_sampler", "is_main_process", "parse_shard",
-           "shard_items", "cleanup_distributed"]
+           "shard_items", "cleanup_distributed", "world_size", "rank", "barrier", "all_gather_objects",
+           "mean_over_ranks", "broadcast_buffers"]
 
 T = TypeVar("T")
+log = logging.getLogger("cvcore")
 
 
 @dataclass(frozen=True)
@@ -48,8 +51,11 @@ def init_distributed(device: str | torch.device = "auto") -> DistInfo:
     if world <= 1:
         return DistInfo(device=resolve_device(device))
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = torch.cuda.is_available() and str(device) in ("auto", "cuda")
+    use_cuda = torch.cuda.is_available() and (str(device) == "auto" or str(device).startswith("cuda"))
     if use_cuda:
+        if str(device).startswith("cuda:") and str(device) != f"cuda:{local_rank}":
+            log.warning("under torchrun each rank uses cuda:LOCAL_RANK; ignoring --device %s (rank %d: cuda:%d)",
+                        device, rank, local_rank)
         torch.cuda.set_device(local_rank)
         dev = torch.device("cuda", local_rank)
     else:
@@ -57,6 +63,48 @@ def init_distributed(device: str | torch.device = "auto") -> DistInfo:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if use_cuda else "gloo")
     return DistInfo(rank=rank, world_size=world, local_rank=local_rank, device=dev)
+
+
+def world_size() -> int:
+    """Processes in the group (1 when not distributed)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def rank() -> int:
+    """This process's rank (0 when not distributed)."""
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def barrier() -> None:
+    """Wait for every rank (nothing when not distributed)."""
+    if world_size() > 1:
+        dist.barrier()
+
+
+def all_gather_objects(obj: T) -> list[T]:
+    """Every rank's ``obj``, in rank order (``[obj]`` when not distributed); pickled between this job's own ranks."""
+    if world_size() == 1:
+        return [obj]
+    out: list = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def mean_over_ranks(values: dict[str, float], device: torch.device | str = "cpu") -> dict[str, float]:
+    """The mean of each value over the ranks (the values themselves when not distributed)."""
+    if world_size() == 1 or not values:
+        return values
+    t = torch.tensor(list(values.values()), dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return dict(zip(values, (t / world_size()).tolist()))
+
+
+def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
+    """Copy rank ``src``'s buffers (e.g. BatchNorm running statistics, which each rank updates on its own batches)
+    to every rank, so that all ranks evaluate one model."""
+    if world_size() > 1:
+        for b in module.buffers():
+            dist.broadcast(b, src)
 
 
 def cleanup_distributed() -> None:

@@ -13,8 +13,9 @@ re-creates the iterator and draws (and discards) the consumed batches, then rest
 batches as an uninterrupted run, with any ``num_workers``. The cost is re-loading up to one epoch of batches.
 
 Distributed (DDP): the model may be DDP-wrapped; every rank runs the same loop, only rank 0 writes files, and all
-ranks resume from rank 0's checkpoint (its RNG states included). ``eval_fn`` runs on every rank and must return the
-same metrics on each (reduce inside it) so that best-model and early-stopping decisions agree.
+ranks resume from rank 0's checkpoint, which holds every rank's RNG states (each rank restores its own when the run
+resumes with as many ranks, else rank 0's). Logged losses are averaged over the ranks. ``eval_fn`` runs on every rank
+and must return the same metrics on each (gather inside it) so that best-model and early-stopping decisions agree.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from cvcore.device import amp_dtype, autocast, capture_rng_state, resolve_device, restore_rng_state
+from cvcore.distributed import all_gather_objects, mean_over_ranks, rank, world_size
 from cvcore.io import atomic_torch_save, atomic_write_text, safe_torch_load
 
 __all__ = ["NonFiniteLossError", "Trainer", "unwrap_model"]
@@ -47,11 +49,6 @@ def unwrap_model(model: nn.Module) -> nn.Module:
     while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
         model = model.module
     return model
-
-
-def _is_main_process() -> bool:
-    dist = torch.distributed
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 def _to_device(batch: Any, device: torch.device) -> Any:
@@ -166,7 +163,7 @@ class Trainer:
         self.progress = progress
         self.resume = resume
         self.batch_size_fn = batch_size_fn or _default_batch_size
-        self.is_main = _is_main_process()
+        self.is_main = rank() == 0
 
         self.closure_based = isinstance(optimizer, torch.optim.LBFGS)
         on_cuda = self.device.type == "cuda"
@@ -244,6 +241,7 @@ class Trainer:
 
                 if self.step % self.log_every == 0 or self.step == self.max_steps:
                     elapsed = time.perf_counter() - window_start
+                    losses = mean_over_ranks(losses, self.device)  # the whole global batch's loss, not rank 0's
                     record = {"step": self.step, "epoch": self.epoch, "losses": losses,
                               "loss": sum(losses.values()), "lr": lr,
                               "images_per_s": window_images / max(elapsed, 1e-9),
@@ -380,6 +378,8 @@ class Trainer:
                               self.out_dir / f"snapshot_{k}.pt")
 
     def _save_checkpoint(self) -> None:
+        # every rank's RNG states (each rank draws its own augmentation stream), gathered on all ranks
+        per_rank = all_gather_objects({"rng": capture_rng_state(), "epoch_rng": self.epoch_rng})
         if not self.is_main:
             return
         state = {
@@ -388,8 +388,9 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
-            "rng": capture_rng_state(),
-            "epoch_rng": self.epoch_rng,
+            "rng": per_rank[0]["rng"],
+            "epoch_rng": per_rank[0]["epoch_rng"],
+            "per_rank_rng": per_rank if len(per_rank) > 1 else None,
             "step": self.step, "epoch": self.epoch, "batch_index": self.batch_index,
             "best_metric": self.best_metric, "best_value": self.best_value, "best_step": self.best_step,
             "bad_evals": self.bad_evals,
@@ -419,9 +420,11 @@ class Trainer:
 
         data_iter = None
         finished = self.step >= self.max_steps or self._patience_exhausted()
-        if ckpt["epoch_rng"] is not None and not finished:
+        own = ckpt.get("per_rank_rng")  # this rank's states when the run had as many ranks, else rank 0's
+        own = own[rank()] if own is not None and len(own) == world_size() else ckpt
+        if own["epoch_rng"] is not None and not finished:
             # replay the current epoch's iterator up to the checkpointed position
-            restore_rng_state(ckpt["epoch_rng"])
+            restore_rng_state(own["epoch_rng"])
             data_iter = self._start_epoch()
             for i in range(ckpt["batch_index"]):
                 try:
@@ -430,7 +433,7 @@ class Trainer:
                     raise ValueError(f"{self.last_path}: train_data has fewer than {ckpt['batch_index']} batches "
                                      f"per epoch (only {i}); resume with the same data") from None
             self.batch_index = ckpt["batch_index"]
-        restore_rng_state(ckpt["rng"])
+        restore_rng_state(own["rng"])
         return data_iter
 
     def _truncate_log(self) -> None:

@@ -122,8 +122,9 @@ class TrainConfig:
     init_from: str = ""  # a pose model file or shipped name (lspet): its matching weights start the first stage
     device: str = "auto"
     threads: int = 0  # torch.set_num_threads; 0 = leave torch's default
-    seed: int = 0
-    batch_size: int = 32
+    seed: int = 0  # rank r of a distributed run draws its augmentation from seed + r (the model starts identical)
+    batch_size: int = 32  # per process: under torchrun the global batch is batch_size x WORLD_SIZE
+    sync_batchnorm: bool = False  # under torchrun on CUDA: BatchNorm statistics over the global batch
     grad_clip: float = 5.0
     log_every: int = 20
     checkpoint_every: int = 200

@@ -82,7 +82,8 @@ def fft_correlate(x: Tensor, kernels: Tensor, index: Tensor | None = None) -> Te
         kernels: Tensor[E, S, S], S odd.
         index: optional Tensor[E] int64: kernel ``e`` applies to map ``index[e]`` (default: C == E, one each).
     Returns:
-        Tensor[N, E, H, W].
+        Tensor[N, E, H, W], float32 (or float64 for float64 inputs): the transforms run in full precision, also under
+        autocast (torch has no bfloat16 FFT, and float16 ones only at power-of-two sizes).
     """
     n, c, h, w = x.shape
     e, s, s2 = kernels.shape
@@ -90,11 +91,13 @@ def fft_correlate(x: Tensor, kernels: Tensor, index: Tensor | None = None) -> Te
         raise ValueError(f"kernels must be square with an odd size, got {s}x{s2}")
     half = s // 2
     ph, pw = _fft_size(h + half), _fft_size(w + half)
-    spec = torch.fft.rfft2(x, s=(ph, pw))  # one transform per source map, shared by all its edges
-    if index is not None:
-        spec = spec[:, index]
-    kspec = torch.fft.rfft2(kernels.flip(-2, -1), s=(ph, pw))
-    full = torch.fft.irfft2(spec * kspec, s=(ph, pw))
+    dtype = torch.float64 if torch.float64 in (x.dtype, kernels.dtype) else torch.float32
+    with torch.autocast(x.device.type, enabled=False):
+        spec = torch.fft.rfft2(x.to(dtype), s=(ph, pw))  # one transform per source map, shared by all its edges
+        if index is not None:
+            spec = spec[:, index]
+        kspec = torch.fft.rfft2(kernels.to(dtype).flip(-2, -1), s=(ph, pw))
+        full = torch.fft.irfft2(spec * kspec, s=(ph, pw))
     return full[..., half:half + h, half:half + w]
 
 
@@ -192,10 +195,9 @@ class SpatialModel(nn.Module):
     def pair_beliefs(self, heatmaps: Tensor) -> Tensor:
         """e_{a|v} for every edge: Tensor[N, K, h, w] -> Tensor[N, E, h, w] (before the bias)."""
         x = F.relu(heatmaps)
-        k = self.potentials().to(x.dtype)
-        if self.use_fft:
-            return fft_correlate(x, k, index=self.sources)
-        return direct_correlate(x[:, self.sources], k)
+        if self.use_fft:  # in float32 whatever the autocast dtype (fft_correlate)
+            return fft_correlate(x, self.potentials(), index=self.sources)
+        return direct_correlate(x[:, self.sources], self.potentials().to(x.dtype))
 
     def forward(self, heatmaps: Tensor) -> Tensor:
         """Part-detector heatmaps Tensor[N, K, h, w] -> spatial-model heatmaps Tensor[N, K, h, w]."""

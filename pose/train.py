@@ -22,7 +22,18 @@ from torch.utils.data import DataLoader
 from cvcore.config import save_config
 from cvcore.datasets import load_pose_dataset
 from cvcore.device import seed_everything, set_num_threads
-from cvcore.distributed import DistInfo, distributed_sampler, init_distributed, is_main_process, wrap_ddp
+from cvcore.distributed import (
+    DistInfo,
+    all_gather_objects,
+    barrier,
+    broadcast_buffers,
+    distributed_sampler,
+    init_distributed,
+    is_main_process,
+    rank,
+    world_size,
+    wrap_ddp,
+)
 from cvcore.engine import Trainer
 from cvcore.evaluation import PCKEvaluator
 from cvcore.io import atomic_write_json, safe_torch_load
@@ -91,18 +102,26 @@ def load_pose_data(cfg: PoseConfig, progress: bool = True) -> PoseData:
 @torch.no_grad()
 def predict_cache(model: PoseModel, cache: CropCache, batch_size: int = 64, limit: int | None = None,
                   flip_test: bool = False) -> np.ndarray:
-    """Joints Array[N, K, 2] in original pixels for the (first ``limit``) cached evaluation crops."""
+    """Joints Array[N, K, 2] in original pixels for the (first ``limit``) cached evaluation crops.
+
+    Distributed: rank r predicts crops r, r + W, ... with rank 0's buffers (BatchNorm statistics), and every rank
+    returns all N, gathered by crop index (each crop once)."""
     was_training = model.training
     model.eval()
+    broadcast_buffers(model)
     device = next(model.parameters()).device
     n = len(cache) if limit is None else min(limit, len(cache))
-    loader = DataLoader(torch.utils.data.Subset(PoseEvalSet(cache), range(n)), batch_size=batch_size)
-    out = np.zeros((n, cache.joints.shape[1], 2))
+    mine = range(rank(), n, world_size())
+    loader = DataLoader(torch.utils.data.Subset(PoseEvalSet(cache), mine), batch_size=batch_size)
+    indices, predicted = [], []
     for batch in loader:
-        idx = batch["index"].numpy()
         joints = model.predict(batch["image"].to(device), flip_test=flip_test)["joints"].cpu().numpy()
-        for j, i in enumerate(idx):
-            out[i] = cache.crop(i).to_original(joints[j])
+        indices.append(batch["index"].numpy())
+        predicted.append(joints)
+    out = np.zeros((n, cache.joints.shape[1], 2))
+    for idx, joints in all_gather_objects((indices, predicted)):
+        for i, j in zip(np.concatenate(idx) if idx else [], np.concatenate(joints) if joints else []):
+            out[i] = cache.crop(int(i)).to_original(j)
     model.train(was_training)
     return out
 
@@ -208,6 +227,11 @@ def train(cfg: PoseConfig, progress: bool = True, stages: tuple[str, ...] = STAG
     _barrier_unless(not main, dist_info)
     model = build_pose_model(cfg, len(data.joint_names), data.skeleton, data.flip_pairs,
                              left_right_tolerant=cfg.train.left_right_tolerant)
+    if cfg.train.sync_batchnorm and dist_info.enabled:
+        if dist_info.device.type != "cuda":
+            raise ValueError("train.sync_batchnorm needs CUDA (torch's SyncBatchNorm has no CPU kernel)")
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    seed_everything(cfg.train.seed + dist_info.rank)  # the same initial model, a different augmentation per rank
     spatial_loaded = False
     extra: dict[str, Any] = {}
     if cfg.train.init_from:  # a stage's own checkpoint, when there is one, still takes precedence (resume)
@@ -275,6 +299,7 @@ def train(cfg: PoseConfig, progress: bool = True, stages: tuple[str, ...] = STAG
                             extra=extra)
         results[stage] = pck
         previous = stage_dir / "last.pt"
+        barrier()  # rank 0 has written the stage's files before any rank starts the next stage from them
         log.info("stage %s: val PCK %s", stage, ", ".join(f"@{a} {pck[f'PCK@{a}']:.1f}" for a in alphas))
     if results and main:
         last = list(results)[-1]
@@ -282,6 +307,7 @@ def train(cfg: PoseConfig, progress: bool = True, stages: tuple[str, ...] = STAG
                         extra=extra)
         atomic_write_json(out_dir / "pck.json", results)
         (out_dir / "pck.md").write_text(format_pck_table(results, alphas) + "\n")
+    barrier()
     return results
 
 

@@ -375,7 +375,7 @@ class FeatureExtractor:
             idx = torch.nonzero(level == i).flatten()
             if idx.numel() == 0:
                 continue
-            rois = torch.cat([torch.zeros(idx.numel(), 1), boxes[idx] * scale], 1).to(fmap.device, fmap.dtype)
+            rois = torch.cat([torch.zeros(idx.numel(), 1), boxes[idx] * scale], 1).to(fmap.device, torch.float32)
             pooled = roi_pool(fmap, rois, grid, self.net.stride)
             with autocast(self.device):
                 out[idx] = self.net.roi_head(pooled).float().cpu()
@@ -419,8 +419,11 @@ def roi_pool(fmap: Tensor, rois: Tensor, grid: int, stride: int) -> Tensor:
     ceil(bin size in cells) bilinear samples per bin and axis, i.e. averages the whole bin (a fixed 2 would
     sub-sample the large RoIs of big objects).
     """
-    return roi_align(fmap.contiguous(), rois.to(fmap.device, fmap.dtype), output_size=grid,
-                     spatial_scale=1.0 / stride, sampling_ratio=0, aligned=True)
+    # box coordinates stay float32 (bfloat16 would round a 517.7 px edge to 516): the map is pooled in float32 and the
+    # result returned in the map's dtype
+    pooled = roi_align(fmap.float().contiguous(), rois.to(fmap.device, torch.float32), output_size=grid,
+                       spatial_scale=1.0 / stride, sampling_ratio=0, aligned=True)
+    return pooled.to(fmap.dtype)
 
 
 def feature_scale(features: Tensor, target_norm: float = 20.0) -> float:

@@ -191,3 +191,17 @@ def test_edge_weights_scale_each_message_in_the_log_domain():
     for e, (a, _v) in enumerate(m.edges):
         expected[:, a] *= beliefs[:, e] ** m.edge_weight[e]
     assert torch.allclose(m(x), expected, rtol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_fft_spatial_model_runs_in_float32_under_autocast(dtype):
+    """Under autocast (bfloat16 on a GPU or the CPU) the FFTs run in float32: torch has no bfloat16 FFT, and the
+    shipped model's 96-point transforms are no power of two (float16 FFTs need one)."""
+    model = _model(True)
+    x = torch.rand(2, 4, 6, 7, generator=torch.Generator().manual_seed(5))
+    with pytest.raises(RuntimeError):
+        torch.fft.rfft2(x.to(dtype), s=(96, 96))  # what the model would hit without the guard
+    with torch.autocast("cpu", dtype=dtype):
+        beliefs = model.pair_beliefs(x.to(dtype))
+    assert beliefs.dtype == torch.float32
+    torch.testing.assert_close(beliefs, model.pair_beliefs(x.to(dtype).float()), rtol=0, atol=0)

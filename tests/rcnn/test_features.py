@@ -195,3 +195,18 @@ def test_fold_batch_norm_keeps_the_function_and_leaves_the_original_alone():
     with torch.inference_mode():
         torch.testing.assert_close(folded.trunk(x), net.trunk(x), atol=1e-4, rtol=1e-4)
     assert isinstance(net.trunk[0][1], torch.nn.BatchNorm2d)  # the original is untouched
+
+
+def test_roi_pool_keeps_box_coordinates_in_float32_for_a_bfloat16_map():
+    """A bfloat16 map (autocast on a GPU) must not round the RoI (517.7 would become 516)."""
+    from rcnn.features import roi_pool
+
+    fmap = torch.randn(1, 4, 40, 40, generator=torch.Generator().manual_seed(0)).bfloat16()
+    rois = torch.tensor([[0.0, 100.3, 211.9, 517.7, 603.1]])
+    pooled = roi_pool(fmap, rois, grid=3, stride=16)
+    expected = roi_align(fmap.float(), rois, output_size=3, spatial_scale=1 / 16, sampling_ratio=0, aligned=True)
+    assert pooled.dtype == torch.bfloat16
+    torch.testing.assert_close(pooled, expected.bfloat16(), rtol=0, atol=0)
+    rounded = roi_align(fmap.float(), rois.bfloat16().float(), output_size=3, spatial_scale=1 / 16,
+                        sampling_ratio=0, aligned=True)
+    assert not torch.equal(expected.bfloat16(), rounded.bfloat16())  # the rounding the float32 boxes avoid

@@ -31,7 +31,7 @@ def add_common_args(parser: argparse.ArgumentParser, device: bool = True, json_f
 
 def add_folder_run_args(parser: argparse.ArgumentParser) -> None:
     """The options of an image-folder inference run (:class:`cvcore.inference.FolderRun`): ``--recursive``,
-    ``--shard``, ``--overwrite``, ``--workers``."""
+    ``--shard``, ``--overwrite``, ``--max-pixels``, ``--workers``."""
     parser.add_argument("--recursive", action="store_true", help="also look in sub-folders")
     parser.add_argument("--shard", default="auto", metavar="I/N",
                         help="only every N-th image from the I-th (0-based), written to OUT/<name>.shard-I-of-N.json; "
@@ -40,6 +40,12 @@ def add_folder_run_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the results in OUT (default: resume, skipping the images the same settings "
                              "already finished; other settings are refused)")
+    from cvcore.io import WORKING_PIXELS
+
+    parser.add_argument("--max-pixels", type=float, default=None, metavar="N",
+                        help="decode images with more pixels reduced to about N (results are mapped back to the "
+                             "original's pixels; JPEG files decode directly at 1/2, 1/4 or 1/8 scale); default: "
+                             f"{WORKING_PIXELS:.3g}; 0: full size")
     parser.add_argument("--workers", type=int, default=1,
                         help="threads decoding (and proposing) images ahead of the model (default: %(default)s)")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from cvcore.io import atomic_write_text
 
-__all__ = ["Report"]
+__all__ = ["Report", "rss_mb"]
 
 
 @dataclass
@@ -103,3 +103,18 @@ class Report:
         out = Path(self.out_dir)
         return (atomic_write_text(out / "report.md", self.to_markdown()),
                 atomic_write_text(out / "report.html", self.to_html()))
+
+
+def rss_mb(pid: int | str = "self") -> dict[str, float]:
+    """Current and peak resident memory of a process in MiB (``/proc/PID/status`` VmRSS, VmHWM; Linux); {} when the
+    process is gone or the file does not exist."""
+    out = {}
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return out
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = int(value.split()[0]) / 1024
+    return out

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 
-__all__ = ["blood_smear", "write_pennfudan_folder", "write_lspet_folder", "PENNFUDAN_EXAMPLE"]
+__all__ = ["blood_smear", "write_pennfudan_folder", "write_lspet_folder", "write_photo_folder", "PENNFUDAN_EXAMPLE"]
 
 # (file name, (width, height), 1-based inclusive boxes as a Penn-Fudan annotation writes them)
 PENNFUDAN_EXAMPLE = (("FudanPed00001.png", (120, 90), ((10, 12, 40, 80), (60, 5, 100, 88))),
@@ -114,4 +116,19 @@ def write_lspet_folder(root, n: int = 6, seed: int = 0, size_wh: tuple[int, int]
         joints[:, 1, i] = rng.uniform(5, h - 5, 14)
         joints[:, 2, i] = rng.random(14) < visible[i % 2]
     savemat(root / "joints.mat", {"joints": joints})
+    return root
+
+
+def write_photo_folder(root, n: int, size_hw: tuple[int, int] = (240, 320), seed: int = 0) -> Path:
+    """``root/photo_0000.jpg`` ...: ``n`` smooth random colour JPEGs of ``size_hw`` (made at 1/16 of the size and
+    enlarged, so even a 12000 x 9000 one is quick to write). Returns ``root``."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    h, w = size_hw
+    for i in range(n):
+        small = rng.integers(0, 256, (max(2, h // 16), max(2, w // 16), 3), dtype=np.uint8)
+        image = cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+        if not cv2.imwrite(str(root / f"photo_{i:04d}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 90]):
+            raise OSError(f"{root / f'photo_{i:04d}.jpg'}: cannot write")
     return root

@@ -81,7 +81,7 @@ def pose_run(argv: Sequence[str] | None = None) -> int:
     from cvcore.datasets import ImagePoses, PersonPose, poses_entry, write_poses
     from cvcore.device import set_num_threads
     from cvcore.inference import FolderRun, list_inputs
-    from cvcore.io import ImageReadError, atomic_write_bytes, file_sha256, load_image, prefetch
+    from cvcore.io import DecodedImage, ImageReadError, atomic_write_bytes, file_sha256, load_image_bounded, prefetch
     from pose.topdown import TopDown
 
     if args.threads > 0:
@@ -106,7 +106,7 @@ def pose_run(argv: Sequence[str] | None = None) -> int:
                 "detector_sha256": None if td.detector is None else file_sha256(resolve_detector_path(args.detector)),
                 "boxes_sha256": file_sha256(args.boxes) if args.boxes else None, "min_box_score": td.min_score,
                 "label": args.label or ("person" if td.detector is not None else None),
-                "max_people": td.max_people}
+                "max_people": td.max_people, "max_pixels": args.max_pixels}
     run = FolderRun(inputs, args.out, "poses", settings, shard=args.shard,
                     overwrite=args.overwrite)
     out_dir = run.out_dir
@@ -114,17 +114,19 @@ def pose_run(argv: Sequence[str] | None = None) -> int:
         (out_dir / "vis").mkdir(exist_ok=True)
 
     clock = {"decode": 0.0, "detector": 0.0, "pose": 0.0, "write": 0.0}
-    pending: list[tuple[str, np.ndarray, np.ndarray | None, np.ndarray | None]] = []
+    pending: list[tuple[str, DecodedImage, np.ndarray | None, np.ndarray | None]] = []
 
     def flush() -> None:
         t = time.perf_counter()
-        found = td.estimate([p[1] for p in pending], [p[2] for p in pending], [p[3] for p in pending],
+        found = td.estimate([p[1].image for p in pending], [p[2] for p in pending], [p[3] for p in pending],
                             batch_size=args.batch_size)
         clock["pose"] += time.perf_counter() - t
         t = time.perf_counter()
-        for (name, img, _, _), persons in zip(pending, found):
+        for (name, decoded, _, _), persons in zip(pending, found):
+            img = decoded.image
+            full = [p.rescaled(decoded.scale) for p in persons]  # in the original image's pixels
             run.add(poses_entry(ImagePoses(name, [PersonPose(p.joints[:, :2], p.joints[:, 2], p.box, p.box_score)
-                                                  for p in persons], int(img.shape[1]), int(img.shape[0]))))
+                                                  for p in full], decoded.width, decoded.height)))
             if args.vis:
                 import cv2
 
@@ -137,32 +139,38 @@ def pose_run(argv: Sequence[str] | None = None) -> int:
         clock["write"] += time.perf_counter() - t
         pending.clear()
 
-    def prepare(path: Path) -> tuple[Path, np.ndarray | None, np.ndarray | None, str, float]:
-        """Decode (and propose person boxes) in a worker thread, overlapping the models of the previous image."""
+    max_pixels = None if args.max_pixels is None else int(args.max_pixels)
+
+    def prepare(path: Path) -> tuple[Path, DecodedImage | None, np.ndarray | None, str, float]:
+        """Decode (reduced above the pixel budget) and propose person boxes in a worker thread, overlapping the
+        models of the previous image."""
         t = time.perf_counter()
         try:
-            image = load_image(path)
+            decoded = load_image_bounded(path, max_pixels)
         except (ImageReadError, OSError) as e:
             return path, None, None, str(e), time.perf_counter() - t
-        return path, image, None if boxes is not None else td.propose(image), "", time.perf_counter() - t
+        proposals = None if boxes is not None else td.propose(decoded.image)
+        return path, decoded, proposals, "", time.perf_counter() - t
 
     start = time.perf_counter()
-    for path, image, proposals, error, seconds in tqdm(prefetch(prepare, run.todo, workers=args.workers),
-                                                       total=len(run.todo), desc="pose", unit="img",
-                                                       disable=args.quiet, dynamic_ncols=True):
+    for path, decoded, proposals, error, seconds in tqdm(prefetch(prepare, run.todo, workers=args.workers),
+                                                         total=len(run.todo), desc="pose", unit="img",
+                                                         disable=args.quiet, dynamic_ncols=True):
         clock["decode"] += seconds
-        if image is None:
+        if decoded is None:
             run.skip(path, error)
             continue
         name = run.relative(path)
         t = time.perf_counter()
-        if boxes is not None:
+        if boxes is not None:  # given in the original image's pixels
             bs, ss = boxes.get(name, ([], []))
-            bs, ss = np.asarray(bs, np.float32).reshape(-1, 4), np.asarray(ss, np.float32)
+            sx, sy = decoded.scale
+            bs = np.asarray(bs, np.float32).reshape(-1, 4) / np.array([sx, sy, sx, sy], np.float32)
+            ss = np.asarray(ss, np.float32)
         else:
-            bs, ss = td.find_people(image, proposals)
+            bs, ss = td.find_people(decoded.image, proposals)
         clock["detector"] += time.perf_counter() - t
-        pending.append((name, image, bs, ss))
+        pending.append((name, decoded, bs, ss))
         if sum(1 if b is None else len(b) for _, _, b, _ in pending) >= args.batch_size:
             flush()
     if pending:

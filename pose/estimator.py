@@ -20,7 +20,7 @@ import torch
 
 from cvcore.config import load_config
 from cvcore.device import resolve_device
-from cvcore.io import atomic_torch_save, load_image, safe_torch_load
+from cvcore.io import atomic_torch_save, describe_torch_file, load_image_bounded, safe_torch_load
 from pose.codec import HeatmapCodec
 from pose.config import PoseConfig
 from pose.data import Crop, crop_from_box, crop_from_image, warp_crop
@@ -94,7 +94,7 @@ def init_from_model_file(model: PoseModel, path_or_name: str | Path) -> list[str
     path = resolve_model_path(path_or_name)
     obj = safe_torch_load(path)
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a pose model file (expected format '{FORMAT}')")
+        raise ValueError(f"{path}: not a pose model file: {describe_torch_file(obj)}")
     own = model.state_dict()
     state = dict(obj["state_dict"])
     same_graph = all(k in state and torch.equal(state[k], own[k])
@@ -113,7 +113,7 @@ def load_model_file(path_or_name: str | Path) -> tuple[PoseModel, PoseConfig, di
     path = resolve_model_path(path_or_name)
     obj = safe_torch_load(path)
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a pose model file (expected format '{FORMAT}')")
+        raise ValueError(f"{path}: not a pose model file: {describe_torch_file(obj)}")
     cfg = load_config(PoseConfig, data=obj["config"])
     skeleton = [tuple(e) for e in obj["skeleton"]]
     model = build_pose_model(cfg, len(obj["joint_names"]), skeleton, [tuple(p) for p in obj["flip_pairs"]],
@@ -187,8 +187,13 @@ class PoseEstimator:
         Returns:
             float32 Array[K, 3]: (x, y, score) per joint in original image pixels (integer = pixel centre).
         """
-        if not isinstance(image, np.ndarray):
-            image = load_image(image)
+        if not isinstance(image, np.ndarray):  # a file over cvcore.io.WORKING_PIXELS: decoded reduced, mapped back
+            decoded = load_image_bounded(image)
+            sx, sy = decoded.scale
+            small = None if box is None else np.asarray(box, np.float32).reshape(4) / [sx, sy, sx, sy]
+            joints = self.predict(decoded.image, small).copy()
+            joints[:, :2] = (joints[:, :2] + 0.5) * [sx, sy] - 0.5
+            return joints.astype(np.float32)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"image must be an H x W x 3 uint8 RGB array, got {image.dtype} {image.shape}")
         return self.predict_batch([image], [box])[0]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cvcore.io import load_image
+from cvcore.io import load_image_bounded
 from pose.config import DEFAULT_DETECTOR
 from pose.estimator import PoseEstimator
 
@@ -37,6 +37,17 @@ class Person:
     box: np.ndarray | None
     box_score: float | None
     joints: np.ndarray
+
+    def rescaled(self, scale: tuple[float, float]) -> Person:
+        """The same person in pixels ``scale = (sx, sy)`` times larger (a reduced decode mapped back to the
+        original image): box edges scale, joints (integer = pixel centre) map centre to centre."""
+        if scale == (1.0, 1.0):
+            return self
+        s = np.array(scale, np.float32)
+        joints = self.joints.copy()
+        joints[:, :2] = (joints[:, :2] + 0.5) * s - 0.5
+        box = None if self.box is None else (self.box * np.tile(s, 2)).astype(np.float32)
+        return Person(box, self.box_score, joints)
 
 
 def person_boxes(detections, label: str, min_score: float, max_people: int) -> tuple[np.ndarray, np.ndarray]:
@@ -140,8 +151,9 @@ class TopDown:
 
     def predict(self, image: np.ndarray | str | Path) -> list[Person]:
         """Every person in an image (RGB uint8 ``[H, W, 3]`` or a path): detected boxes, then one pose per box."""
-        if not isinstance(image, np.ndarray):
-            image = load_image(image)
+        if not isinstance(image, np.ndarray):  # a file over cvcore.io.WORKING_PIXELS: decoded reduced, mapped back
+            decoded = load_image_bounded(image)
+            return [p.rescaled(decoded.scale) for p in self.predict(decoded.image)]
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"image must be an H x W x 3 uint8 RGB array, got {image.dtype} {image.shape}")
         boxes, scores = self.find_people(image)

@@ -63,7 +63,7 @@ def _detect(argv: Sequence[str] | None) -> int:
     from cvcore.datasets import ImageDetections, detection_entry, read_detections, write_coco_results, write_detections
     from cvcore.device import pipeline_threads, resolve_device
     from cvcore.inference import FolderRun, list_inputs
-    from cvcore.io import ImageReadError, file_sha256, load_image, prefetch
+    from cvcore.io import DecodedImage, ImageReadError, file_sha256, load_image_bounded, prefetch
     from rcnn.detector import Detector, resolve_model_path
 
     for name in ("batch_size", "threads", "proposals", "workers"):
@@ -80,31 +80,36 @@ def _detect(argv: Sequence[str] | None) -> int:
     vis_thr = args.vis_thr if args.vis_thr is not None else float(detector.meta.get("vis_thr", 0.0))
     settings = {"model_sha256": file_sha256(resolve_model_path(args.model)), "score_thr": detector.score_thr,
                 "max_per_image": detector.max_per_image,
-                "proposals": int(detector.meta["proposals"]["test_per_image"])}
+                "proposals": int(detector.meta["proposals"]["test_per_image"]), "max_pixels": args.max_pixels}
     run = FolderRun(inputs, args.out, "detections", settings, shard=args.shard,
                     overwrite=args.overwrite)
     out = run.out_dir
 
     from tqdm import tqdm
 
-    def prepare(path: Path) -> tuple[Path, np.ndarray | None, np.ndarray | None, str]:
-        """Decode and propose in a worker thread, overlapping the CNN of the previous image."""
+    max_pixels = None if args.max_pixels is None else int(args.max_pixels)
+
+    def prepare(path: Path) -> tuple[Path, DecodedImage | None, np.ndarray | None, str]:
+        """Decode (reduced above the pixel budget) and propose in a worker thread, overlapping the CNN of the
+        previous image."""
         try:
-            image = load_image(path)
+            decoded = load_image_bounded(path, max_pixels)
         except (ImageReadError, OSError) as e:
             return path, None, None, str(e)
-        return path, image, detector.propose(image), ""
+        return path, decoded, detector.propose(decoded.image), ""
 
     t0 = time.time()
-    for path, image, proposals, error in tqdm(prefetch(prepare, run.todo, workers=args.workers), total=len(run.todo),
-                                              desc="detect", disable=args.quiet, dynamic_ncols=True):
-        if image is None:
+    for path, decoded, proposals, error in tqdm(prefetch(prepare, run.todo, workers=args.workers),
+                                                total=len(run.todo), desc="detect", disable=args.quiet,
+                                                dynamic_ncols=True):
+        if decoded is None:
             run.skip(path, error)
             continue
-        rel = run.relative(path)
+        rel, image = run.relative(path), decoded.image
         det = detector.detect_proposals(image, proposals)
-        run.add(detection_entry(ImageDetections(rel, image.shape[1], image.shape[0], det.boxes, det.scores,
-                                                det.labels)))
+        full = det.rescaled(decoded.scale)  # in the original image's pixels
+        run.add(detection_entry(ImageDetections(rel, decoded.width, decoded.height, full.boxes, full.scores,
+                                                full.labels)))
         if args.vis:
             from cvcore.visualize import draw_boxes, save_image
 

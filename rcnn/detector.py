@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 from torchvision.ops import batched_nms, clip_boxes_to_image
 
-from cvcore.io import atomic_torch_save, load_image, safe_torch_load
+from cvcore.io import atomic_torch_save, describe_torch_file, load_image_bounded, safe_torch_load
 from rcnn.bbox_regression import BoxRegressor
 from rcnn.features import FeatureExtractor, build_feature_net
 from rcnn.svm import LinearSVMs
@@ -43,6 +43,14 @@ class Detections(NamedTuple):
     boxes: np.ndarray
     scores: np.ndarray
     labels: list[str]
+
+    def rescaled(self, scale: tuple[float, float]) -> Detections:
+        """The same detections with boxes in pixels ``scale = (sx, sy)`` times larger (a reduced decode mapped back
+        to the original image, :class:`cvcore.io.DecodedImage`)."""
+        if scale == (1.0, 1.0):
+            return self
+        factor = np.array([scale[0], scale[1], scale[0], scale[1]], np.float32)
+        return Detections((self.boxes * factor).astype(np.float32), self.scores, self.labels)
 
 
 def resolve_model_path(path_or_name: str | Path) -> Path:
@@ -130,8 +138,12 @@ class Detector:
         self.timings: dict[str, float] = {}  # seconds spent per stage since construction (benchmarks)
 
     def detect(self, image: np.ndarray | str | Path) -> Detections:
-        """Detect objects in an RGB uint8 image ``[H, W, 3]`` or an image file -> :class:`Detections`."""
-        image = load_image(image) if isinstance(image, (str, Path)) else np.asarray(image)
+        """Detect objects in an RGB uint8 image ``[H, W, 3]`` or an image file -> :class:`Detections`, in the image's
+        pixels (a file over :data:`cvcore.io.WORKING_PIXELS` is decoded reduced and its boxes mapped back)."""
+        if isinstance(image, (str, Path)):
+            decoded = load_image_bounded(image)
+            return self.detect(decoded.image).rescaled(decoded.scale)
+        image = np.asarray(image)
         with self._timed("proposals"):
             proposals = self.propose(image)                                        # selective search, ranked
         return self.detect_proposals(image, proposals)
@@ -237,6 +249,6 @@ class Detector:
         path = resolve_model_path(path_or_name)
         d = safe_torch_load(path)
         if not isinstance(d, dict) or "svm" not in d:
-            raise ValueError(f"{path}: not an R-CNN detector file")
+            raise ValueError(f"{path}: not an R-CNN detector file: {describe_torch_file(d)}")
         return cls.from_dict(d, device=device, propose=propose, where=str(path), batch_size=batch_size,
                              proposals=proposals)

@@ -52,6 +52,7 @@ from cvcore.datasets import DetectionRecord
 from cvcore.device import DEFAULT_THREADS, pipeline_threads
 from cvcore.evaluation import eval_detections
 from cvcore.io import load_image
+from cvcore.report import rss_mb
 from cvcore.synthetic import blood_smear
 from rcnn.detector import Detector, meta_proposer, proposal_meta, resolve_model_path
 from rcnn.features import FeatureCache, auto_cnn_streams
@@ -66,16 +67,6 @@ warnings.filterwarnings("ignore", module="cvcore.datasets")
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-def rss_mb() -> dict[str, float]:
-    """Current and peak resident memory of this process in MiB (``/proc/self/status`` VmRSS, VmHWM)."""
-    out = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            out[key] = int(value.split()[0]) / 1024
-    return out
-
-
 def reset_peak_rss() -> None:
     """Reset VmHWM to the current RSS (Linux >= 4.0), so the next peak belongs to the next section."""
     try:

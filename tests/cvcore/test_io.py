@@ -13,6 +13,7 @@ from cvcore.io import (
     atomic_write_text,
     list_images,
     load_image,
+    load_image_bounded,
     prefetch,
     safe_torch_load,
 )
@@ -56,6 +57,44 @@ def test_exif_orientation_applied(tmp_path):
     exif[0x0112] = 6  # rotate 90 degrees clockwise on display
     arr = load_image(_save(img, tmp_path / "rot.jpg", exif=exif))
     assert arr.shape == (30, 10, 3)
+
+
+def test_decompression_bomb_is_refused_before_decoding(tmp_path):
+    import tracemalloc
+
+    path = tmp_path / "bomb.png"
+    Image.new("1", (15000, 15000)).save(path)  # 225 megapixels in a small file
+    assert path.stat().st_size < 2_000_000
+    tracemalloc.start()
+    with pytest.raises(ImageReadError, match="bomb.png.*decompression bomb"):
+        load_image(path)
+    assert tracemalloc.get_traced_memory()[1] < 50_000_000  # the pixels were never decoded
+    tracemalloc.stop()
+
+
+@pytest.mark.parametrize("exif", [None, 6])
+@pytest.mark.parametrize("ext", ["jpg", "png"])
+def test_large_images_decode_reduced_with_the_original_size(tmp_path, exif, ext):
+    rng = np.random.default_rng(1)
+    img = Image.fromarray(np.repeat(np.repeat(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8), 8, 0), 8, 1))
+    kw = {}
+    if exif:
+        e = img.getexif()
+        e[0x0112] = exif
+        kw["exif"] = e
+    path = _save(img, tmp_path / f"big.{ext}", **kw)
+    full = load_image(path)
+    h, w = full.shape[:2]
+    assert (w, h) == ((240, 320) if exif else (320, 240))
+    d = load_image_bounded(path, max_pixels=w * h // 16)  # 1/4 of each side
+    assert (d.width, d.height) == (w, h) and d.image.shape == (h // 4, w // 4, 3)
+    assert d.scale == pytest.approx((4.0, 4.0))
+    import cv2
+
+    expected = cv2.resize(full, (w // 4, h // 4), interpolation=cv2.INTER_AREA).astype(int)
+    assert np.abs(d.image.astype(int) - expected).mean() < (8 if ext == "jpg" else 0.5)  # JPEG: decoded at 1/4
+    same = load_image_bounded(path, max_pixels=w * h)
+    assert same.scale == (1.0, 1.0) and np.array_equal(same.image, full)
 
 
 @pytest.mark.parametrize("content", [b"", b"not an image at all", None])

@@ -263,3 +263,32 @@ def test_pose_train_under_torchrun_equals_one_process_with_the_same_global_batch
         np.testing.assert_allclose([v for _, v in b], [v for _, v in a], rtol=1e-4)
     est = PoseEstimator.load(tmp_path / "two" / "model.pt", device="cpu")
     assert est.model.stage == "joint"
+
+
+def test_pose_maps_a_reduced_decode_of_a_large_image_back_to_its_pixels(tmp_path, monkeypatch, capsys):
+    import cvcore.io
+    from PIL import Image
+
+    path, _ = _save_tiny_model(tmp_path)
+    small = _images(1)[0]
+    h, w = small.shape[:2]
+    folder = tmp_path / "big"
+    folder.mkdir()
+    Image.fromarray(np.repeat(np.repeat(small, 4, 0), 4, 1)).save(folder / "big.png")
+    monkeypatch.setattr(cvcore.io, "WORKING_PIXELS", h * w)
+    est = PoseEstimator.load(path, device="cpu")
+    box = np.array([5.0, 4.0, 40.0, 50.0], np.float32)
+    dets = tmp_path / "dets.json"
+    write_detections(dets, ["person"], [{"file": "big.png", "width": 4 * w, "height": 4 * h, "detections": [
+        {"label": "person", "score": 1.0, "box": (box * 4).tolist()}]}])
+    for extra, expected in ((["--detector", "none"], est.predict(small)), (["--boxes", str(dets)],
+                                                                         est.predict(small, box))):
+        out = tmp_path / extra[0]
+        assert pose_main([str(folder), "--model", str(path), "--out", str(out), "--quiet", "--device", "cpu",
+                          *extra]) == 0
+        _, images = read_poses(out / "poses.json")
+        person = images["big.png"].people[0]
+        assert (images["big.png"].width, images["big.png"].height) == (4 * w, 4 * h)
+        np.testing.assert_allclose(person.joints, (expected[:, :2] + 0.5) * 4 - 0.5, atol=1e-3)
+    np.testing.assert_allclose(est.predict(folder / "big.png", box * 4)[:, :2],
+                               (est.predict(small, box)[:, :2] + 0.5) * 4 - 0.5, atol=1e-3)

@@ -167,6 +167,31 @@ def test_detect_shards_merge_to_the_unsharded_output(trained, rect_voc, tmp_path
     assert list(shard) == [p.name for p in sorted(images.iterdir())][2::3]
 
 
+def test_detect_maps_a_reduced_decode_of_a_large_image_back_to_its_pixels(trained, rect_voc, tmp_path,
+                                                                           monkeypatch, capsys):
+    """An image over the pixel budget (cvcore.io.WORKING_PIXELS, lowered here) is decoded reduced; its boxes come back
+    in the original's pixels: x4 nearest-neighbour upsampling, decoded back down by 4, gives the small image exactly."""
+    import cvcore.io
+
+    small = np.asarray(Image.open(sorted((rect_voc / "JPEGImages").glob("*.jpg"))[0]).convert("RGB"))
+    h, w = small.shape[:2]
+    images = tmp_path / "big"
+    images.mkdir()
+    Image.fromarray(np.repeat(np.repeat(small, 4, 0), 4, 1)).save(images / "big.png")
+    monkeypatch.setattr(cvcore.io, "WORKING_PIXELS", h * w)
+    det = Detector.load(trained / "detector.pt", proposals=30)
+    expected = det.detect(small)
+    assert len(expected.boxes) > 0
+    from_file = det.detect(images / "big.png")
+    np.testing.assert_allclose(from_file.boxes, expected.boxes * 4, rtol=1e-6)
+    assert detect_main([str(images), "--model", str(trained / "detector.pt"), "--proposals", "30",
+                        "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    _, dets = read_detections(tmp_path / "out" / "detections.json")
+    assert (dets["big.png"].width, dets["big.png"].height) == (4 * w, 4 * h)
+    np.testing.assert_allclose(dets["big.png"].boxes, expected.boxes * 4, rtol=1e-6)
+    np.testing.assert_allclose(dets["big.png"].scores, expected.scores, rtol=1e-6)
+
+
 def test_test_time_proposals_override(trained, rect_voc):
     image = np.asarray(Image.open(sorted((rect_voc / "JPEGImages").glob("*.jpg"))[0]).convert("RGB"))
     own = Detector.load(trained / "detector.pt")

@@ -266,8 +266,9 @@ def test_pose_train_under_torchrun_equals_one_process_with_the_same_global_batch
 
 
 def test_pose_maps_a_reduced_decode_of_a_large_image_back_to_its_pixels(tmp_path, monkeypatch, capsys):
-    import cvcore.io
     from PIL import Image
+
+    import cvcore.io
 
     path, _ = _save_tiny_model(tmp_path)
     small = _images(1)[0]

@@ -40,8 +40,9 @@ def box_area(boxes: Tensor) -> Tensor:
 
 
 def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
-    """IoU of every pair: boxes1 Tensor[N, 4], boxes2 Tensor[M, 4], both xyxy -> Tensor[N, M]."""
-    return tvops.box_iou(_as_tensor(boxes1), _as_tensor(boxes2))
+    """IoU of every pair: boxes1 Tensor[N, 4], boxes2 Tensor[M, 4], both xyxy -> Tensor[N, M]; two empty boxes
+    (union 0, where torchvision gives NaN) have IoU 0."""
+    return torch.nan_to_num(tvops.box_iou(_as_tensor(boxes1), _as_tensor(boxes2)), nan=0.0)
 
 
 def clip_boxes(boxes: Tensor, size_hw: tuple[int, int]) -> Tensor:

@@ -16,6 +16,7 @@ A box with ``xmax <= xmin`` or ``ymax <= ymin`` (a click without a drag; BCCD ha
 
 from __future__ import annotations
 
+import math
 import os
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
@@ -74,9 +75,12 @@ def _text(node: ET.Element, tag: str, xml: Path, what: str) -> str:
 def _number(node: ET.Element, tag: str, xml: Path, what: str) -> float:
     text = _text(node, tag, xml, what)
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise DatasetError(f"{xml}: {what}: <{tag}> is not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise DatasetError(f"{xml}: {what}: <{tag}> is not a finite number: {text!r}")
+    return value
 
 
 def _image_size(image_path: Path, xml: Path) -> tuple[int, int]:

@@ -152,6 +152,53 @@ def test_detect_resumes_after_a_crash_with_the_uninterrupted_output(trained, rec
     assert all(len(d.boxes) <= 1 for d in dets.values()) and len(dets) == 4
 
 
+def test_detect_killed_with_sigkill_resumes_to_the_uninterrupted_output(trained, rect_voc, tmp_path):
+    """A real ``kill -9`` of a ``detect`` process once it has finished an image; the same command then ends with the
+    file an uninterrupted run writes, and nothing half-written is ever read as complete."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    images = _detect_folder(rect_voc, tmp_path, n=6)
+    common = ["--model", str(trained / "detector.pt"), "--proposals", "30", "--quiet", "--threads", "1"]
+    assert detect_main([str(images), "--out", str(tmp_path / "whole"), *common]) == 0
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-c", "import sys; from rcnn.cli import detect_main; sys.exit(detect_main(sys.argv[1:]))",
+           str(images), "--out", str(out), *common]
+    child = subprocess.Popen(cmd)
+    journal, deadline = out / "detections.jsonl", time.time() + 120
+    while child.poll() is None and time.time() < deadline:
+        if journal.is_file() and len(journal.read_text().splitlines()) >= 2:  # settings + one image
+            child.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    child.wait()
+    assert child.returncode == -signal.SIGKILL  # killed with images left to do
+    done = len(journal.read_text().splitlines()) - 1
+    assert 1 <= done < 6 and not (out / "detections.json").exists()
+    assert subprocess.run(cmd).returncode == 0
+    assert (out / "detections.json").read_text() == (tmp_path / "whole" / "detections.json").read_text()
+
+
+def test_detect_failing_to_write_keeps_the_earlier_results(trained, rect_voc, tmp_path, monkeypatch, capsys):
+    from cvcore import inference
+
+    images = _detect_folder(rect_voc, tmp_path, n=3)
+    common = ["--model", str(trained / "detector.pt"), "--proposals", "30", "--quiet"]
+    out = tmp_path / "out"
+    assert detect_main([str(images), "--out", str(out), *common]) == 0
+    before = (out / "detections.json").read_bytes()
+
+    def disk_full(self, entry):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(inference.Journal, "add", disk_full)
+    assert detect_main([str(images), "--out", str(out), *common, "--overwrite", "--max-per-image", "1"]) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    assert (out / "detections.json").read_bytes() == before
+
+
 def test_detect_shards_merge_to_the_unsharded_output(trained, rect_voc, tmp_path, capsys):
     images = _detect_folder(rect_voc, tmp_path, n=5)
     common = ["--model", str(trained / "detector.pt"), "--proposals", "30", "--quiet", "--json"]

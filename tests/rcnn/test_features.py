@@ -34,6 +34,21 @@ def test_offline_weights_hash_checked():
     torch.testing.assert_close(net.trunk[0][0].weight, state["features.0.0.weight"])
 
 
+def test_tampered_offline_weights_are_refused(tmp_path, monkeypatch):
+    import importlib.util
+
+    from rcnn import features
+
+    package = tmp_path / "fake_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / features.OFFLINE_FILE).write_bytes(b"not the weights")
+    spec = importlib.util.spec_from_file_location("fake_pkg", package / "__init__.py")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: spec)
+    with pytest.raises(ValueError, match="does not match the expected prefix"):
+        features.offline_mobilenet_weights()
+
+
 def test_layers_and_errors():
     alex = build_feature_net("alexnet", "fc6", weights="none")
     assert alex(torch.zeros(2, 3, 224, 224)).shape == (2, 4096)

@@ -22,7 +22,7 @@ import torch.distributed as dist
 
 __all__ = ["DistInfo", "init_distributed", "wrap_ddp", "distributed_sampler", "is_main_process", "parse_shard",
            "shard_items", "cleanup_distributed", "world_size", "rank", "barrier", "all_gather_objects",
-           "mean_over_ranks", "broadcast_buffers"]
+           "mean_over_ranks", "broadcast_buffers", "epoch_groups"]
 
 T = TypeVar("T")
 log = logging.getLogger("cvcore")
@@ -105,6 +105,21 @@ def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
     if world_size() > 1:
         for b in module.buffers():
             dist.broadcast(b, src)
+
+
+def epoch_groups(n: int, size: int, epoch: int, seed: int = 0, rank_world: tuple[int, int] | None = None
+                 ) -> list[list[int]]:
+    """This rank's groups of item indices for one epoch: ``0 .. n-1`` in one random order per epoch (a generator
+    seeded by ``seed`` and ``epoch``, so every rank draws the same order, and a resumed epoch the same again), cut
+    into groups of ``size`` (the remainder dropped; at least one group); rank r of W takes groups r, r + W, ..., the
+    same number on every rank (a rank left without one takes group ``r mod groups``). ``rank_world``: ``(r, W)``
+    instead of this process's."""
+    g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
+    order = torch.randperm(n, generator=g).tolist()
+    groups = [order[b * size:(b + 1) * size] for b in range(max(1, n // size))]
+    r, w = rank_world or (rank(), world_size())
+    per_rank = max(1, len(groups) // w)
+    return [groups[(r + k * w) % len(groups)] for k in range(per_rank)]
 
 
 def cleanup_distributed() -> None:

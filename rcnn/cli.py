@@ -171,7 +171,9 @@ def _train(argv: Sequence[str] | None) -> int:
                   f"images; stages run: {', '.join(result['stages'])}"
                   + (f"; waiting for {result['waiting_for']}" if "waiting_for" in result else ""))
         return 0
-    _, report = train(cfg, progress=not args.quiet)
+    detector, report = train(cfg, progress=not args.quiet)
+    if detector is None:  # a torchrun rank other than 0: rank 0 trains the SVMs and reports
+        return 0
     summary = {"out_dir": cfg.train.out_dir, **{k: report[k] for k in ("val", "val_no_bbox_reg", "val_softmax",
                                                                         "seconds") if k in report}}
     if args.json:

@@ -20,6 +20,8 @@ from torch.optim.lr_scheduler import LRScheduler
 from torchvision.ops import box_iou
 
 from cvcore.datasets import DetectionRecord
+from cvcore.device import seed_everything
+from cvcore.distributed import barrier, epoch_groups, init_distributed, is_main_process, wrap_ddp
 from cvcore.engine import Trainer
 from cvcore.io import atomic_torch_save, load_image, safe_torch_load
 from cvcore.nn import build_optimizer, build_scheduler
@@ -28,7 +30,8 @@ from rcnn.warp import normalize_image, warp_regions
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FinetuneModel", "WindowBatches", "label_windows", "finetune", "finetune_network", "PARTIAL_LABELS_MIN_IOU"]
+__all__ = ["FinetuneModel", "WindowBatches", "label_windows", "finetune", "finetune_network", "train_distributed",
+           "PARTIAL_LABELS_MIN_IOU"]
 
 # Images whose labels are not exhaustive (one annotated person in a crowd, records with ``exhaustive=False``) give
 # background / negative windows only where they overlap a labelled box by at least this much: elsewhere an
@@ -66,15 +69,18 @@ class WindowBatches:
 
     Each batch samples ``fg_per_batch`` foreground and ``bg_per_batch`` background windows (with replacement when an
     image group has too few) from ``images_per_batch`` random training images; windows are ground-truth boxes plus
-    proposals; crops are mirrored at random. Randomness comes from the global torch RNG, so the engine's resume
-    replays the same batches.
+    proposals; crops are mirrored at random. The images of each epoch come from
+    :func:`cvcore.distributed.epoch_groups` (seeded by ``seed`` and the epoch the engine sets with :meth:`set_epoch`;
+    under torchrun each rank takes its own share of the groups); window sampling and mirroring draw from the global
+    torch RNG, so the engine's resume replays the same batches.
     """
 
     def __init__(self, records: Sequence[DetectionRecord], proposals: Callable[[DetectionRecord], np.ndarray],
                  classes: Sequence[str], *, input_size: int, context_padding: int = 16, sampling_ratio: int = 2,
                  fg_per_batch: int = 32, bg_per_batch: int = 96, fg_iou: float = 0.5, bg_iou: float = 0.5,
-                 images_per_batch: int = 4, bg_iou_min: float = 0.0) -> None:
+                 images_per_batch: int = 4, bg_iou_min: float = 0.0, seed: int = 0) -> None:
         self.records, self.proposals, self.classes = list(records), proposals, list(classes)
+        self.seed, self.epoch = seed, 0
         self.input_size, self.context_padding, self.sampling_ratio = input_size, context_padding, sampling_ratio
         self.fg, self.bg, self.fg_iou, self.bg_iou = fg_per_batch, bg_per_batch, fg_iou, bg_iou
         self.bg_iou_min = bg_iou_min
@@ -82,7 +88,10 @@ class WindowBatches:
         self._windows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def __len__(self) -> int:
-        return max(1, len(self.records) // self.images_per_batch)
+        return len(epoch_groups(len(self.records), self.images_per_batch, 0, self.seed))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def windows(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """(boxes ``[N, 4]``, labels ``[N]``) of training image ``i``: ground-truth boxes + proposals."""
@@ -98,9 +107,7 @@ class WindowBatches:
         return self._windows[i]
 
     def __iter__(self) -> Iterator[dict[str, Tensor]]:
-        order = torch.randperm(len(self.records)).tolist()
-        for b in range(len(self)):
-            group = order[b * self.images_per_batch:(b + 1) * self.images_per_batch]
+        for group in epoch_groups(len(self.records), self.images_per_batch, self.epoch, self.seed):
             picks = []  # (image, window) pairs
             for want, is_fg in ((self.fg, True), (self.bg, False)):
                 pool = [(i, j) for i in group for j in np.nonzero((self.windows(i)[1] > 0) if is_fg
@@ -187,21 +194,38 @@ def check_resumable(out_dir: str | Path, steps: int, lr_step_at: float) -> None:
                          f"fine-tune again")
 
 
+def train_distributed(model: nn.Module, batches: Any, out_dir: str | Path, *, steps: int, lr: float, momentum: float,
+                      weight_decay: float, lr_step_at: float, device: str | torch.device, checkpoint_every: int,
+                      log_every: int, progress: bool, seed: int = 0, **trainer_args: Any) -> nn.Module:
+    """The SGD loop of both fine-tuning modes (:class:`cvcore.engine.Trainer`, resuming from ``out_dir/last.pt``).
+    Under torchrun: DistributedDataParallel (NCCL on CUDA, gloo on the CPU), each rank on its share of the image
+    groups with its own sampling stream (``seed`` + rank; the model starts as rank 0's), rank 0 alone writing the
+    checkpoints and the log. Returns the model (eval mode)."""
+    check_resumable(out_dir, steps, lr_step_at)
+    info = init_distributed(device)
+    model = model.to(info.device)
+    if info.enabled:
+        seed_everything(seed + info.rank)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = build_optimizer(params, "momentum", lr=lr, momentum=momentum, weight_decay=weight_decay)
+    trainer = Trainer(wrap_ddp(model, info), optimizer, batches, scheduler=step_schedule(optimizer, steps, lr_step_at),
+                      device=info.device, out_dir=out_dir, max_steps=steps, log_every=log_every,
+                      checkpoint_every=checkpoint_every, progress=progress and info.rank == 0, resume=True,
+                      **trainer_args)
+    trainer.train()
+    return model.eval()
+
+
 def finetune_network(net: FeatureNet, batches: WindowBatches, num_classes: int, out_dir: str | Path, *, steps: int,
                      lr: float = 1e-3, momentum: float = 0.9, weight_decay: float = 5e-4, freeze_blocks: int = 0,
                      lr_step_at: float = 0.0, device: str | torch.device = "cpu", checkpoint_every: int = 50,
-                     log_every: int = 10, progress: bool = True) -> FinetuneModel:
-    """Fine-tune ``net`` with a new softmax layer on ``batches`` for ``steps`` SGD steps (resumes from
-    ``out_dir/last.pt``). Returns the trained model (eval mode)."""
-    check_resumable(out_dir, steps, lr_step_at)
+                     log_every: int = 10, progress: bool = True, seed: int = 0) -> FinetuneModel:
+    """Fine-tune ``net`` with a new softmax layer on ``batches`` for ``steps`` SGD steps (:func:`train_distributed`).
+    Returns the trained model (eval mode)."""
     model = FinetuneModel(net, num_classes, freeze_blocks=freeze_blocks).to(memory_format=torch.channels_last)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = build_optimizer(params, "momentum", lr=lr, momentum=momentum, weight_decay=weight_decay)
-    trainer = Trainer(model, optimizer, batches, scheduler=step_schedule(optimizer, steps, lr_step_at),
-                      device=device, out_dir=out_dir, max_steps=steps, log_every=log_every,
-                      checkpoint_every=checkpoint_every, progress=progress, resume=True)
-    trainer.train()
-    return model.eval()
+    return train_distributed(model, batches, out_dir, steps=steps, lr=lr, momentum=momentum,
+                             weight_decay=weight_decay, lr_step_at=lr_step_at, device=device,
+                             checkpoint_every=checkpoint_every, log_every=log_every, progress=progress, seed=seed)
 
 
 def reuse_finetuned(out_dir: Path, steps: int, lr_step_at: float = 0.0
@@ -220,12 +244,15 @@ def reuse_finetuned(out_dir: Path, steps: int, lr_step_at: float = 0.0
 def save_finetuned(out_dir: Path, steps: int, model: nn.Module, lr_step_at: float = 0.0
                    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """Write a finished run's network and softmax layer to ``out_dir/finetuned.pt`` (read back by
-    :func:`reuse_finetuned`); returns them (CPU copies)."""
+    :func:`reuse_finetuned`; under torchrun rank 0 writes it and every rank waits for it); returns them (CPU
+    copies)."""
     model = model.to(memory_format=torch.contiguous_format).cpu()
     state = {k: v.detach().clone() for k, v in model.net.state_dict().items()}
     softmax = {"weight": model.classifier.weight.detach().clone(), "bias": model.classifier.bias.detach().clone()}
-    atomic_torch_save({"steps": steps, "lr_step_at": lr_step_at, "state_dict": state, "softmax": softmax},
-                      out_dir / "finetuned.pt")
+    if is_main_process():
+        atomic_torch_save({"steps": steps, "lr_step_at": lr_step_at, "state_dict": state, "softmax": softmax},
+                          out_dir / "finetuned.pt")
+    barrier()
     return state, softmax
 
 
@@ -245,10 +272,10 @@ def finetune(cfg: Any, records: Sequence[DetectionRecord], classes: Sequence[str
                             input_size=f.input_size, context_padding=f.context_padding,
                             sampling_ratio=f.sampling_ratio, fg_per_batch=ft.fg_per_batch,
                             bg_per_batch=ft.bg_per_batch, fg_iou=ft.fg_iou, bg_iou=ft.bg_iou,
-                            images_per_batch=ft.images_per_batch, bg_iou_min=ft.bg_iou_min)
+                            images_per_batch=ft.images_per_batch, bg_iou_min=ft.bg_iou_min, seed=cfg.train.seed)
     net = build_feature_net(f.backbone, f.layer, f.weights).train()
     model = finetune_network(net, batches, len(classes), out_dir, steps=ft.steps, lr=ft.lr, momentum=ft.momentum,
                              weight_decay=ft.weight_decay, freeze_blocks=ft.freeze_blocks,
                              lr_step_at=ft.lr_step_at, device=device, checkpoint_every=ft.checkpoint_every,
-                             log_every=ft.log_every, progress=progress)
+                             log_every=ft.log_every, progress=progress, seed=cfg.train.seed)
     return save_finetuned(out_dir, ft.steps, model, ft.lr_step_at)

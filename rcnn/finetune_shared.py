@@ -24,12 +24,11 @@ from torch import Tensor, nn
 from torchvision.ops import box_iou
 
 from cvcore.datasets import DetectionRecord
-from cvcore.engine import Trainer
+from cvcore.distributed import epoch_groups
 from cvcore.io import load_image
-from cvcore.nn import build_optimizer
 from rcnn.bbox_regression import BoxCoder
 from rcnn.features import FeatureNet, build_feature_net, resize_for_scale, roi_pool
-from rcnn.finetune import check_resumable, label_windows, reuse_finetuned, save_finetuned, step_schedule
+from rcnn.finetune import label_windows, reuse_finetuned, save_finetuned, train_distributed
 from rcnn.warp import normalize_image
 
 log = logging.getLogger(__name__)
@@ -48,15 +47,17 @@ class RoIBatches:
     best-matching ground-truth box, resized pixels)}``. ``images_per_batch`` random training images, resized so their
     shorter side is ``scale`` (longer side at most ``max_image_side``), mirrored with probability 1/2; from each,
     ``fg_per_batch / images_per_batch`` foreground and ``bg_per_batch / images_per_batch`` background RoIs (with
-    replacement when the image has too few). Randomness comes from the global torch RNG, so the engine's resume
-    replays the same batches.
+    replacement when the image has too few). The images of each epoch come from
+    :func:`cvcore.distributed.epoch_groups` (as :class:`rcnn.finetune.WindowBatches`: under torchrun each rank its
+    share); RoI sampling and mirroring draw from the global torch RNG, so the engine's resume replays the same batches.
     """
 
     def __init__(self, records: Sequence[DetectionRecord], proposals: Callable[[DetectionRecord], np.ndarray],
                  classes: Sequence[str], *, scale: int, max_image_side: int, fg_per_batch: int = 32,
                  bg_per_batch: int = 96, fg_iou: float = 0.5, bg_iou: float = 0.5, bg_iou_min: float = 0.1,
-                 images_per_batch: int = 2) -> None:
+                 images_per_batch: int = 2, seed: int = 0) -> None:
         self.records, self.proposals, self.classes = list(records), proposals, list(classes)
+        self.seed, self.epoch = seed, 0
         self.scale, self.max_image_side = scale, max_image_side
         self.fg = max(1, fg_per_batch // images_per_batch)
         self.bg = max(1, bg_per_batch // images_per_batch)
@@ -65,7 +66,10 @@ class RoIBatches:
         self._windows: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def __len__(self) -> int:
-        return max(1, len(self.records) // self.images_per_batch)
+        return len(epoch_groups(len(self.records), self.images_per_batch, 0, self.seed))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def windows(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(boxes ``[N, 4]``, labels ``[N]``, best ground-truth box ``[N, 4]``) of image ``i``, original pixels."""
@@ -95,10 +99,9 @@ class RoIBatches:
         return np.concatenate(rows) if rows else np.zeros(0, np.int64)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        order = torch.randperm(len(self.records)).tolist()
-        for b in range(len(self)):
+        for group in epoch_groups(len(self.records), self.images_per_batch, self.epoch, self.seed):
             images, rois, labels, gts = [], [], [], []
-            for k, i in enumerate(order[b * self.images_per_batch:(b + 1) * self.images_per_batch]):
+            for k, i in enumerate(group):
                 boxes, lab, best = self.windows(i)
                 rows = self._sample(lab)
                 flip = bool(torch.rand(()) < 0.5)
@@ -186,20 +189,15 @@ def finetune_shared_network(net: FeatureNet, batches: RoIBatches, num_classes: i
                             out_dir: str | Path, *, steps: int, lr: float = 1e-3, momentum: float = 0.9,
                             weight_decay: float = 5e-4, freeze_blocks: int = 0, box_loss_weight: float = 1.0,
                             lr_step_at: float = 0.0, device: str | torch.device = "cpu", checkpoint_every: int = 50,
-                            log_every: int = 10, progress: bool = True) -> SharedFinetuneModel:
-    """Fine-tune ``net`` Fast R-CNN style on ``batches`` for ``steps`` SGD steps (resumes from
-    ``out_dir/last.pt``). Returns the trained model (eval mode)."""
-    check_resumable(out_dir, steps, lr_step_at)
+                            log_every: int = 10, progress: bool = True, seed: int = 0) -> SharedFinetuneModel:
+    """Fine-tune ``net`` Fast R-CNN style on ``batches`` for ``steps`` SGD steps
+    (:func:`rcnn.finetune.train_distributed`). Returns the trained model (eval mode)."""
     model = SharedFinetuneModel(net, num_classes, pool_size, freeze_blocks=freeze_blocks,
                                 box_loss_weight=box_loss_weight).to(memory_format=torch.channels_last)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = build_optimizer(params, "momentum", lr=lr, momentum=momentum, weight_decay=weight_decay)
-    trainer = Trainer(model, optimizer, batches, scheduler=step_schedule(optimizer, steps, lr_step_at),
-                      device=device, out_dir=out_dir, max_steps=steps, log_every=log_every,
-                      checkpoint_every=checkpoint_every, progress=progress, resume=True,
-                      batch_size_fn=lambda batch: len(batch["images"]))
-    trainer.train()
-    return model.eval()
+    return train_distributed(model, batches, out_dir, steps=steps, lr=lr, momentum=momentum,
+                             weight_decay=weight_decay, lr_step_at=lr_step_at, device=device,
+                             checkpoint_every=checkpoint_every, log_every=log_every, progress=progress, seed=seed,
+                             batch_size_fn=lambda batch: len(batch["images"]))
 
 
 def finetune_shared(cfg: Any, records: Sequence[DetectionRecord], classes: Sequence[str], device: torch.device,
@@ -218,11 +216,11 @@ def finetune_shared(cfg: Any, records: Sequence[DetectionRecord], classes: Seque
     batches = RoIBatches(records, lambda r: image_proposals(r, None, cfg)[:top_k], classes, scale=f.scales[0],
                          max_image_side=f.max_image_side, fg_per_batch=ft.fg_per_batch, bg_per_batch=ft.bg_per_batch,
                          fg_iou=ft.fg_iou, bg_iou=ft.bg_iou, bg_iou_min=ft.bg_iou_min,
-                         images_per_batch=ft.images_per_batch)
+                         images_per_batch=ft.images_per_batch, seed=cfg.train.seed)
     net = build_feature_net(f.backbone, f.layer, f.weights, roi_hidden=f.roi_hidden, pool_size=f.pool_size)
     model = finetune_shared_network(net, batches, len(classes), f.pool_size, out_dir, steps=ft.steps, lr=ft.lr,
                                     momentum=ft.momentum, weight_decay=ft.weight_decay,
                                     freeze_blocks=ft.freeze_blocks, box_loss_weight=ft.box_loss_weight,
                                     lr_step_at=ft.lr_step_at, device=device, checkpoint_every=ft.checkpoint_every,
-                                    log_every=ft.log_every, progress=progress)
+                                    log_every=ft.log_every, progress=progress, seed=cfg.train.seed)
     return save_finetuned(out_dir, ft.steps, model, ft.lr_step_at)

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from cvcore.datasets import DetectionRecord
 from cvcore.device import resolve_device, set_num_threads
-from cvcore.distributed import parse_shard, shard_items
+from cvcore.distributed import barrier, parse_shard, shard_items, world_size
 from rcnn.config import RCNNConfig
 from rcnn.data import select_records
 
@@ -64,19 +64,21 @@ def run_stages(cfg: RCNNConfig, shard: str | None = None, stop_after: str | None
         image_proposals(record, None, cfg)
     summary["stages"].append("proposals")
     summary["seconds"]["proposals"] = round(time.time() - t, 1)
+    barrier()  # under torchrun: every rank's proposals are cached before fine-tuning reads them all
     if stop_after == "proposals":
         return summary
 
     state_dict = None
     if cfg.finetune.enabled:
         ft_dir = Path(cfg.train.out_dir) / "finetune"
-        if n > 1 and not (ft_dir / "finetuned.pt").is_file():
+        if n > 1 and world_size() == 1 and not (ft_dir / "finetuned.pt").is_file():
             log.warning("shard %d/%d: %s/finetuned.pt not found: features need the fine-tuned network; run "
                         "`rcnn-train ... --stop-after finetune` on one machine, then the shards again", i, n, ft_dir)
             summary["waiting_for"] = str(ft_dir / "finetuned.pt")
             return summary
         t = time.time()
-        state_dict, _ = finetune_stage(cfg, all_train, classes, device, ft_dir, progress)  # on every training image
+        # on every training image (under torchrun: all ranks together, DistributedDataParallel)
+        state_dict, _ = finetune_stage(cfg, all_train, classes, device, ft_dir, progress)
         summary["stages"].append("finetune")
         summary["seconds"]["finetune"] = round(time.time() - t, 1)
     if stop_after == "finetune":

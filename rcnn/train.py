@@ -35,6 +35,7 @@ from tqdm import tqdm
 from cvcore.config import config_to_dict, save_config
 from cvcore.datasets import DetectionRecord
 from cvcore.device import resolve_device, seed_everything, set_num_threads
+from cvcore.distributed import barrier, cleanup_distributed, init_distributed
 from cvcore.evaluation import eval_detections, f1_threshold
 from cvcore.evaluation.plots import plot_pr_curves
 from cvcore.io import atomic_torch_save, atomic_write_bytes, atomic_write_json, load_image, prefetch, safe_torch_load
@@ -259,12 +260,38 @@ def _key(*parts: Any) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ the pipeline
-def train(cfg: RCNNConfig, progress: bool = True) -> tuple[Detector, dict[str, Any]]:
+def train(cfg: RCNNConfig, progress: bool = True) -> tuple[Detector | None, dict[str, Any]]:
     """Run every stage (see the module docstring); returns the detector and the evaluation report.
 
     Writes into ``cfg.train.out_dir``: ``config.yaml``, ``train.log``, ``detector.pt``, ``svm.pt``,
     ``regression.pt``, ``report.json``, ``pr_curves.png`` (and ``finetune/`` when fine-tuning).
+
+    Under torchrun (``WORLD_SIZE`` > 1) every rank computes the proposals and features of its share of the images
+    (:func:`rcnn.shard.run_stages` with shard ``RANK/WORLD_SIZE``) and fine-tunes together with the others (DDP); then
+    rank 0 alone trains the SVMs and regressors on the cached features and evaluates; the other ranks return
+    ``(None, {"rank": r})``.
     """
+    info = init_distributed(cfg.train.device)
+    if info.enabled:
+        from rcnn.shard import run_stages
+
+        try:
+            run_stages(cfg, f"{info.rank}/{info.world_size}", "features", progress=progress and info.rank == 0)
+            barrier()  # every shard's features are cached
+        finally:
+            if info.rank != 0:
+                cleanup_distributed()
+        if info.rank != 0:
+            return None, {"rank": info.rank}
+        try:
+            return train_single(cfg, progress)
+        finally:
+            cleanup_distributed()
+    return train_single(cfg, progress)
+
+
+def train_single(cfg: RCNNConfig, progress: bool = True) -> tuple[Detector, dict[str, Any]]:
+    """:func:`train` in one process."""
     out = Path(cfg.train.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(out / "train.log")

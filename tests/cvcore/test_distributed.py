@@ -63,3 +63,17 @@ def test_two_process_ddp_training_keeps_ranks_in_sync(tmp_path):
     w0, w1 = torch.load(tmp_path / "out" / "w0.pt"), torch.load(tmp_path / "out" / "w1.pt")
     assert torch.equal(w0, w1)
     assert (tmp_path / "out" / "last.pt").is_file()
+
+
+def test_epoch_groups_split_each_epoch_between_ranks():
+    from cvcore.distributed import epoch_groups
+
+    one = epoch_groups(14, 2, epoch=3, seed=1)
+    assert one == epoch_groups(14, 2, epoch=3, seed=1) and one != epoch_groups(14, 2, epoch=4, seed=1)
+    assert len(one) == 7 and sorted(i for g in one for i in g) == list(range(14))
+    ranks = [epoch_groups(14, 2, epoch=3, seed=1, rank_world=(r, 3)) for r in range(3)]
+    assert [len(g) for g in ranks] == [2, 2, 2]  # the same number of batches on every rank
+    flat = [i for groups in ranks for g in groups for i in g]
+    assert len(flat) == len(set(flat)) == 12 and set(flat) <= set(range(14))  # disjoint, remainder dropped
+    assert ranks[1][0] == one[1] and ranks[2][1] == one[5]  # rank r takes groups r, r + W, ...
+    assert epoch_groups(3, 2, 0, rank_world=(2, 4)) == epoch_groups(3, 2, 0, rank_world=(0, 4))  # fewer than ranks

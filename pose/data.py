@@ -18,7 +18,10 @@ uint8 arrays in ``cache_dir`` (``.npy``, memory-mapped) and reused by every stag
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import os
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +33,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from cvcore.io import atomic_write_text, load_image
+from cvcore.io import atomic_write_bytes, atomic_write_text, load_image
 from pose.codec import flip_permutation
 
 __all__ = [
@@ -189,10 +192,10 @@ def build_crop_cache(records: Sequence, out_size: tuple[int, int], margin: float
                          meta["crops"], json.loads((folder / "done.json").read_text())["files"],
                          meta["original_joints"])
     n, k = len(kept), len(kept[0].joints) if kept else 0
-    if folder is not None:
+    if folder is not None:  # several builders of one fresh cache (ranks, machines) each write their own temp files
         folder.mkdir(parents=True, exist_ok=True)
-        images = np.lib.format.open_memmap(folder / "images.npy.tmp", mode="w+", dtype=np.uint8,
-                                           shape=(n, out_h, out_w, 3))
+        tmp = folder / f"images.npy.tmp.{os.getpid()}.{secrets.token_hex(4)}"
+        images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, out_h, out_w, 3))
     else:
         images = np.empty((n, out_h, out_w, 3), np.uint8)
     joints = np.zeros((n, k, 2), np.float32)
@@ -213,9 +216,14 @@ def build_crop_cache(records: Sequence, out_size: tuple[int, int], margin: float
     if folder is not None:
         images.flush()
         del images
-        (folder / "images.npy.tmp").replace(folder / "images.npy")
-        np.savez(folder / "meta.npz", joints=joints, visible=visible, crops=crops, original_joints=original)
-        atomic_write_text(folder / "done.json", json.dumps({"files": files}))
+        if (folder / "done.json").is_file():  # another builder finished first: its identical cache stands
+            tmp.unlink()
+        else:
+            tmp.replace(folder / "images.npy")
+            meta = io.BytesIO()
+            np.savez(meta, joints=joints, visible=visible, crops=crops, original_joints=original)
+            atomic_write_bytes(folder / "meta.npz", meta.getvalue())
+            atomic_write_text(folder / "done.json", json.dumps({"files": files}))  # last: marks the cache complete
         images = np.load(folder / "images.npy", mmap_mode="r")
     return CropCache(images, joints, visible, crops, files, original)
 

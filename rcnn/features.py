@@ -20,7 +20,7 @@ import copy
 import hashlib
 import json
 from collections.abc import Sequence
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import cv2
@@ -30,7 +30,7 @@ import torchvision
 from torch import Tensor, nn
 from torchvision.ops import roi_align
 
-from cvcore.device import DEFAULT_THREADS, autocast
+from cvcore.device import DEFAULT_THREADS, amp_dtype, autocast
 from cvcore.io import atomic_torch_save, file_sha256, prefetch, safe_torch_load
 from rcnn.warp import normalize_image, warp_regions
 
@@ -57,6 +57,12 @@ BACKBONES: dict[str, tuple[str, ...]] = {
 
 @cache
 def _sha256(path: str) -> str:
+    return file_sha256(path)
+
+
+@lru_cache(maxsize=65536)
+def _content_digest(path: str, size: int, mtime_ns: int) -> str:
+    """SHA-256 of a file's bytes, hashed once per (path, size, mtime) in this process."""
     return file_sha256(path)
 
 
@@ -307,7 +313,10 @@ class FeatureExtractor:
 
     def key(self) -> str:
         """Hash of everything that determines the features of a given box (for :class:`FeatureCache`)."""
-        spec = {"net": self.net.name, "layer": self.net.layer, "weights": self.weights_id, "mode": self.mode}
+        # the device type and the autocast precision change the values (a GPU shard and a CPU shard must not mix)
+        precision = str(amp_dtype()).replace("torch.", "") if self.device.type == "cuda" else "float32"
+        spec = {"net": self.net.name, "layer": self.net.layer, "weights": self.weights_id, "mode": self.mode,
+                "device": self.device.type, "precision": precision}
         if self.mode == "warp":
             spec.update(size=self.input_size, pad=self.context_padding, sr=self.sampling_ratio)
         else:
@@ -445,13 +454,15 @@ class FeatureCache:
         self.dir = Path(root) / extractor_key
 
     def path(self, image_path: str | Path) -> Path:
+        """The image's file: named by a SHA-256 of the image's bytes (a byte-identical copy anywhere shares it;
+        an edited image gets a new one)."""
         image_path = Path(image_path)
         try:
             stat = image_path.stat()
-            ident = f"{image_path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+            digest = _content_digest(str(image_path.resolve()), stat.st_size, stat.st_mtime_ns)
         except OSError:
-            ident = str(image_path)
-        return self.dir / f"{image_path.stem}-{hashlib.sha1(ident.encode()).hexdigest()[:16]}.pt"
+            digest = hashlib.sha256(str(image_path).encode()).hexdigest()
+        return self.dir / digest[:2] / f"{digest[:32]}.pt"
 
     def lookup(self, image_path: str | Path, boxes: np.ndarray) -> tuple[Tensor, np.ndarray]:
         """Cached features of the longest common prefix of ``boxes`` (``[M, 4]``) and the stored list.

@@ -124,3 +124,17 @@ def test_crop_cache_on_lspet_folder(lspet_root, tmp_path):
     assert isinstance(again.images, np.memmap) and np.array_equal(np.asarray(again.images), np.asarray(cache.images))
     other = build_crop_cache(records, (32, 32), 1.2, 16.0, context=1.5, cache_dir=tmp_path / "c", progress=False)
     assert not np.allclose(other.crops, cache.crops)  # a changed setting is a new cache, not a stale one
+
+
+def test_two_builders_of_one_fresh_crop_cache(lspet_root, tmp_path):
+    """Two processes building the same cache at once (ranks on a shared file system) both succeed and agree."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    records = select_range(load_pose_dataset(lspet_root, "lspet"), 1, 9)
+    with ProcessPoolExecutor(2) as pool:
+        jobs = [pool.submit(build_crop_cache, records, (32, 32), 1.3, 16.0, context=1.5, cache_dir=tmp_path / "c",
+                            progress=False) for _ in range(2)]
+        first, second = (np.asarray(j.result().images) for j in jobs)
+    assert np.array_equal(first, second)
+    folder = next((tmp_path / "c").iterdir())
+    assert sorted(p.name for p in folder.iterdir()) == ["done.json", "images.npy", "meta.npz"]  # no temp left

@@ -137,7 +137,7 @@ def test_feature_cache_extends_a_ranked_prefix(tmp_path, mobilenet):
     other = boxes.copy()
     other[1] += 1
     assert len(cache.lookup(image_path, other)[0]) == 1  # only the common prefix matches
-    assert list((tmp_path / "cache" / "k").iterdir())[0].suffix == ".pt"
+    assert [p.suffix for p in (tmp_path / "cache" / "k").rglob("*") if p.is_file()] == [".pt"]
 
 
 def test_feature_scale_gives_target_norm():
@@ -225,3 +225,25 @@ def test_roi_pool_keeps_box_coordinates_in_float32_for_a_bfloat16_map():
     rounded = roi_align(fmap.float(), rois.bfloat16().float(), output_size=3, spatial_scale=1 / 16,
                         sampling_ratio=0, aligned=True)
     assert not torch.equal(expected.bfloat16(), rounded.bfloat16())  # the rounding the float32 boxes avoid
+
+
+def test_feature_cache_is_keyed_by_content_device_and_precision(tmp_path, mobilenet):
+    a, copy, other = tmp_path / "a.jpg", tmp_path / "elsewhere" / "b.jpg", tmp_path / "c.jpg"
+    copy.parent.mkdir()
+    a.write_bytes(b"same bytes")
+    copy.write_bytes(b"same bytes")
+    other.write_bytes(b"other bytes")
+    cache = FeatureCache(tmp_path / "cache", "k")
+    boxes = np.arange(8, dtype=np.float32).reshape(2, 4)
+    cache.save(a, boxes, torch.ones(2, 3))
+    assert len(cache.lookup(copy, boxes)[0]) == 2  # a byte-identical copy under another name: a hit
+    assert len(cache.lookup(other, boxes)[0]) == 0
+    import time
+
+    time.sleep(0.01)
+    a.write_bytes(b"edited")  # the same path with new content: a miss
+    assert len(cache.lookup(a, boxes)[0]) == 0
+    ex = FeatureExtractor(mobilenet, "warp", input_size=32, channels_last=False)
+    spec = ex.key()
+    ex.device = torch.device("cuda")  # only the key is computed: no GPU needed
+    assert ex.key() != spec

@@ -101,6 +101,7 @@ class SVMConfig:
     retrain_every: int = 2000           # retrain once this many new hard negatives were added
     max_cache: int = 20000              # bound on cached negatives per class (hardest kept)
     first_negatives: int = 2000         # random negatives that seed the first model
+    workers: int = 0                    # classes retrained at once in threads (0: one per core, at most one per class)
 
 
 @dataclass
@@ -126,6 +127,8 @@ class TrainConfig:
     num_threads: int = 0                # 0: torch default
     metric: Literal["voc07", "voc12"] = "voc07"
     workers: int = 1                    # threads preparing the next images while the CNN runs
+    stream_features: bool = False       # SVMs / regression / evaluation read each image's features from the cache
+    #                                     when needed instead of holding all of them in memory
 
 
 @dataclass

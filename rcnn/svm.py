@@ -14,7 +14,8 @@ Two solvers fit one binary SVM: ``sklearn`` (LinearSVC = liblinear, L1-loss hing
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,7 +74,8 @@ def fit_linear_svm(x: Tensor, y: Tensor, *, C: float = 1e-3, pos_weight: float =
         from sklearn.svm import LinearSVC
 
         svc = LinearSVC(C=C, loss="hinge", dual=True, class_weight={1: pos_weight, -1: 1.0},
-                        intercept_scaling=bias_multiplier, max_iter=max_iter or 2000, tol=1e-4)
+                        intercept_scaling=bias_multiplier, max_iter=max_iter or 2000, tol=1e-4,
+                        random_state=0)  # liblinear's coordinate order: seeded per fit
         import warnings
 
         from sklearn.exceptions import ConvergenceWarning
@@ -109,20 +111,27 @@ class TrainingImage:
     """Features of one training image with its SVM roles.
 
     Attributes:
-        features: ``Tensor[N, D]`` (e.g. fp16 from the cache); rows are ground-truth boxes and proposals.
+        features: ``Tensor[N, D]`` (e.g. fp16 from the cache), or a callable returning it: then the features are
+            read each time they are needed (streamed from the feature cache) and never all held in memory; rows are
+            ground-truth boxes and proposals.
         positive: ``bool[N, C]``: row is a ground-truth box of class c.
         negative: ``bool[N, C]``: row is a proposal with IoU < 0.3 to every ground-truth box of class c.
         scale: the SVMs see ``features * scale`` (mean L2 norm 20), applied on the fly to save memory.
     """
 
-    features: Tensor
+    features: Tensor | Callable[[], Tensor]
     positive: Tensor
     negative: Tensor
     scale: float = 1.0
 
+    def rows(self) -> Tensor:
+        """The unscaled features (read now when streamed)."""
+        return self.features() if callable(self.features) else self.features
+
     def scaled(self, rows: Tensor | list[int] | None = None) -> Tensor:
         """``float32`` scaled features of ``rows`` (all rows when None)."""
-        x = self.features if rows is None else self.features[rows]
+        x = self.rows()
+        x = x if rows is None else x[rows]
         return x.float() * self.scale
 
 
@@ -179,12 +188,16 @@ def hard_negative_mining(images: Sequence[TrainingImage], num_classes: int, *, C
                          pos_weight: float = 2.0, bias_multiplier: float = 10.0, hard_threshold: float = -1.0001,
                          evict_threshold: float = -1.2, retrain_every: int = 2000, max_cache: int = 20000,
                          first_negatives: int = 0, backend: str = "sklearn", device: torch.device | str = "cpu",
-                         seed: int = 0, progress: bool = False, caches_out: list | None = None
+                         seed: int = 0, progress: bool = False, caches_out: list | None = None, workers: int = 1
                          ) -> tuple[LinearSVMs, dict]:
     """Train one SVM per class with one pass of hard-negative mining over ``images`` (see the module docstring).
 
     The model starts at zero, so the first images contribute all their negatives until the first retrain; with
     ``first_negatives > 0`` the first model is instead fitted on that many random negatives of the whole set.
+    Each image's features are read once per pass (streamed when ``TrainingImage.features`` is a loader); the
+    classes due for a retrain at the same time are fitted in ``workers`` threads (liblinear and torch release the
+    GIL; the classes are independent: liblinear's coordinate order comes from one process-wide C RNG, so threaded
+    fits agree with serial ones to the solver's tolerance, not bit for bit).
 
     Returns:
         (:class:`LinearSVMs`, stats ``{"retrains": [C], "cache": [C], "positives": [C]}``). The final
@@ -192,12 +205,14 @@ def hard_negative_mining(images: Sequence[TrainingImage], num_classes: int, *, C
     """
     if len(images) == 0:
         raise ValueError("hard_negative_mining: no training images")
-    dim = images[0].features.shape[1]
+    dim = images[0].rows().shape[1]
     positives = [[] for _ in range(num_classes)]
     for im in images:
-        for c in range(num_classes):
-            if im.positive[:, c].any():
-                positives[c].append(im.scaled(im.positive[:, c]))
+        if im.positive.any():
+            feats = im.scaled()
+            for c in range(num_classes):
+                if im.positive[:, c].any():
+                    positives[c].append(feats[im.positive[:, c]])
     pos = [torch.cat(p) if p else torch.zeros((0, dim)) for p in positives]
     for c in range(num_classes):
         if len(pos[c]) == 0:
@@ -221,17 +236,30 @@ def hard_negative_mining(images: Sequence[TrainingImage], num_classes: int, *, C
         added[c] = 0
         retrains[c] += 1
 
+    pool = ThreadPoolExecutor(max(1, workers))
+
+    def retrain_all(due: list[int]) -> None:
+        list(pool.map(retrain, due)) if len(due) > 1 and workers > 1 else [retrain(c) for c in due]
+
     if first_negatives > 0:
         gen = torch.Generator().manual_seed(seed)
+        picks: list[dict[int, list[int]]] = []  # per class: image -> rows, in the order drawn
         for c in range(num_classes):
             cand = [(i, j) for i, im in enumerate(images) for j in torch.nonzero(im.negative[:, c]).flatten().tolist()]
-            pick = torch.randperm(len(cand), generator=gen)[:first_negatives].tolist()
             by_image: dict[int, list[int]] = {}
-            for p in pick:
+            for p in torch.randperm(len(cand), generator=gen)[:first_negatives].tolist():
                 by_image.setdefault(cand[p][0], []).append(cand[p][1])
+            picks.append(by_image)
+        rows_of: dict[tuple[int, int], Tensor] = {}  # (class, image) -> the picked rows' features
+        for i in sorted({i for by_image in picks for i in by_image}):  # each image read once
+            feats = images[i].scaled()
+            for c, by_image in enumerate(picks):
+                if i in by_image:
+                    rows_of[c, i] = feats[by_image[i]]
+        for c, by_image in enumerate(picks):
             for i, rows in by_image.items():
-                caches[c].add(images[i].scaled(rows), [(i, r) for r in rows])
-            retrain(c)
+                caches[c].add(rows_of.pop((c, i)), [(i, r) for r in rows])
+        retrain_all(list(range(num_classes)))
 
     iterator = range(len(images))
     if progress:
@@ -247,11 +275,9 @@ def hard_negative_mining(images: Sequence[TrainingImage], num_classes: int, *, C
             rows = torch.nonzero(hard).flatten().tolist()
             if rows:
                 added[c] += caches[c].add(feats[rows], [(i, r) for r in rows])
-            if added[c] >= retrain_every:
-                retrain(c)
-    for c in range(num_classes):
-        if added[c] > 0 or retrains[c] == 0:
-            retrain(c)
+        retrain_all([c for c in range(num_classes) if added[c] >= retrain_every])
+    retrain_all([c for c in range(num_classes) if added[c] > 0 or retrains[c] == 0])
+    pool.shutdown()
     if caches_out is not None:
         caches_out.extend(caches)
     stats = {"retrains": retrains, "cache": [len(cc) for cc in caches], "positives": [len(p) for p in pos]}

@@ -20,9 +20,11 @@ import hashlib
 import io
 import json
 import logging
+import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -128,17 +130,34 @@ def build_extractor(cfg: RCNNConfig, device: torch.device, state_dict: dict[str,
 
 @dataclass
 class ImageFeatures:
-    """Cached features of one image: ``boxes[M, 4]``, unscaled fp16 ``features[M, D]``, ``num_gt`` leading gt rows."""
+    """Cached features of one image: ``boxes[M, 4]``, unscaled fp16 ``features[M, D]``, ``num_gt`` leading gt rows.
+
+    ``features`` may also be a callable that reads them (from the feature cache): streamed, they are never all in
+    memory at once (``train.stream_features``); :attr:`rows` gives the tensor either way."""
 
     record: DetectionRecord
     boxes: np.ndarray
-    features: Tensor
+    features: Tensor | Callable[[], Tensor]
     num_gt: int
+
+    @property
+    def rows(self) -> Tensor:
+        return self.features() if callable(self.features) else self.features
+
+
+def _read_cached(cache: FeatureCache, image_path: Path, boxes: np.ndarray) -> Tensor:
+    feats, _ = cache.lookup(image_path, boxes)
+    if len(feats) < len(boxes):
+        raise FileNotFoundError(f"{cache.path(image_path)}: the cached features of {image_path} went missing "
+                                "(streamed features need the feature cache to stay in place)")
+    return feats[:len(boxes)]
 
 
 def extract_features(records: Sequence[DetectionRecord], cfg: RCNNConfig, extractor: FeatureExtractor,
                      training: bool, desc: str = "features", progress: bool = True) -> list[ImageFeatures]:
-    """Features of every image's box set (:func:`box_sets`), computed once and cached on disk (fp16, per image)."""
+    """Features of every image's box set (:func:`box_sets`), computed once and cached on disk (fp16, per image);
+    with ``train.stream_features`` the items read them back from the cache when used instead of holding them."""
+    stream = cfg.train.stream_features
     cache = FeatureCache(Path(cfg.train.cache_dir) / "features", extractor.key())
     top_k = cfg.proposals.train_per_image if training else cfg.proposals.test_per_image
 
@@ -162,7 +181,10 @@ def extract_features(records: Sequence[DetectionRecord], cfg: RCNNConfig, extrac
             crops += len(new)
             bar.set_postfix(boxes_per_s=f"{crops / max(time.time() - t0, 1e-6):.0f}")
             cached = feats
-        out.append(ImageFeatures(record, boxes, cached, num_gt))
+        if stream:  # read back from the cache file when needed
+            out.append(ImageFeatures(record, boxes, partial(_read_cached, cache, record.image_path, boxes), num_gt))
+        else:
+            out.append(ImageFeatures(record, boxes, cached, num_gt))
     log.info("%s: %d images (%d computed, %d boxes, %.1f s)", desc, len(records), computed, crops, time.time() - t0)
     return out
 
@@ -200,7 +222,7 @@ def training_images(items: Sequence[ImageFeatures], classes: Sequence[str], scal
                 any_gt = box_iou(boxes, gt).max(1).values if len(gt) else torch.zeros(n)
                 neg[:, c] &= any_gt >= PARTIAL_LABELS_MIN_IOU
             neg[: it.num_gt, c] &= ~torch.from_numpy(all_c[: it.num_gt])
-        out.append(TrainingImage(it.features, pos, neg, scale))
+        out.append(TrainingImage(it.features, pos, neg, scale))  # a loader stays a loader (streamed)
     return out
 
 
@@ -219,7 +241,7 @@ def regression_examples(items: Sequence[ImageFeatures], classes: Sequence[str], 
         keep = keep[[it.record.labels[b] in index for b in best[keep].tolist()]] if keep.numel() else keep
         if keep.numel() == 0:
             continue
-        feats.append(it.features[keep].float() * scale)
+        feats.append(it.rows[keep].float() * scale)
         props.append(boxes[keep])
         targets.append(gt[best[keep]])
         labels.append(torch.tensor([index[it.record.labels[b]] for b in best[keep].tolist()]))
@@ -239,7 +261,7 @@ def evaluate(detector: Detector, items: Sequence[ImageFeatures], classes: Sequen
     try:
         preds = []
         for it in items:
-            det = detector.detect_from_features(it.features.float() * detector.feature_scale, it.boxes,
+            det = detector.detect_from_features(it.rows.float() * detector.feature_scale, it.boxes,
                                                 (it.record.height, it.record.width))
             preds.append({"boxes": det.boxes, "scores": det.scores, "labels": det.labels})
     finally:
@@ -335,7 +357,7 @@ def _train(cfg: RCNNConfig, out: Path, progress: bool) -> tuple[Detector, dict[s
     train_items = extract_features(train_recs, cfg, extractor, True, "features (train)", progress)
     val_items = extract_features(val_recs, cfg, extractor, False, "features (val)", progress)
     # mean L2 norm over the training proposals, image by image (a float32 copy of them all would not fit in memory)
-    norms = torch.cat([it.features[it.num_gt:].float().norm(dim=1) for it in train_items])
+    norms = torch.cat([it.rows[it.num_gt:].float().norm(dim=1) for it in train_items])
     scale = feature_scale(norms[:, None], cfg.features.target_norm)
     timings["features"] = time.time() - t
     log.info("feature scale %.5f (mean L2 norm -> %.1f), dim %d", scale, cfg.features.target_norm, extractor.dim)
@@ -356,7 +378,7 @@ def _train(cfg: RCNNConfig, out: Path, progress: bool) -> tuple[Detector, dict[s
             images, len(classes), C=s.C, pos_weight=s.pos_weight, bias_multiplier=s.bias_multiplier,
             hard_threshold=s.hard_threshold, evict_threshold=s.evict_threshold, retrain_every=s.retrain_every,
             max_cache=s.max_cache, first_negatives=s.first_negatives, backend=s.backend, device=device,
-            seed=cfg.train.seed, progress=progress)
+            seed=cfg.train.seed, progress=progress, workers=s.workers or min(len(classes), os.cpu_count() or 1))
         del images
         atomic_torch_save({"key": svm_key, "svm": svms.state_dict(), "stats": svm_stats}, svm_file)
     timings["svm"] = time.time() - t
@@ -428,7 +450,7 @@ def evaluate_softmax(detector: Detector, softmax: dict[str, Tensor], items: Sequ
     try:
         detector.regressor, detector.score_thr = None, 0.0
         for it in items:
-            probs = torch.softmax(it.features.float() @ weight.T + bias, dim=1)[:, 1:]
+            probs = torch.softmax(it.rows.float() @ weight.T + bias, dim=1)[:, 1:]
             boxes = torch.from_numpy(it.boxes)[:, None, :].expand(-1, len(classes), 4)
             det = detector.postprocess(boxes, probs, (it.record.height, it.record.width))
             preds.append({"boxes": det.boxes, "scores": det.scores, "labels": det.labels})

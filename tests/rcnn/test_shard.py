@@ -49,6 +49,24 @@ def test_bad_shard_is_one_clear_error(base_args, capsys):
     assert "need 0 <= i < n" in capsys.readouterr().err
 
 
+def test_streamed_features_train_the_same_detector(base_args, tmp_path, capsys):
+    """``train.stream_features=true`` (each image's features read back from the cache when needed) trains the same
+    SVMs and regressors, and reports the same mAP, as holding them in memory."""
+    import torch
+
+    runs = {}
+    for stream in ("false", "true"):
+        out = tmp_path / f"run_{stream}"
+        args = [a if not a.startswith("train.out_dir=") else f"train.out_dir={out}" for a in base_args]
+        assert train_main([*args, f"train.stream_features={stream}", "svm.workers=1"]) == 0
+        runs[stream] = (json.loads(capsys.readouterr().out.strip().splitlines()[-1]), out)
+    (a, out_a), (b, out_b) = runs["false"], runs["true"]
+    assert a["val"]["mAP"] == b["val"]["mAP"]
+    for name, key in (("svm.pt", "svm"), ("regression.pt", "regressor")):
+        x, y = torch.load(out_a / name, weights_only=True)[key], torch.load(out_b / name, weights_only=True)[key]
+        assert all(torch.equal(x[k], y[k]) for k in x), name
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["warp", "shared"])
 def test_rcnn_train_under_torchrun_fine_tunes_with_ddp(base_args, tmp_path, capsys, mode):

@@ -7,8 +7,10 @@ import logging
 import sys
 import warnings
 from collections.abc import Callable, Sequence
+from typing import Any
 
-__all__ = ["add_common_args", "add_folder_run_args", "run_cli", "CLIError", "setup_logging"]
+__all__ = ["add_common_args", "add_folder_run_args", "add_config_args", "config_from_args", "run_cli", "CLIError",
+           "setup_logging"]
 
 log = logging.getLogger("cvcore")
 _ORIGINAL_FORMATWARNING = warnings.formatwarning
@@ -48,6 +50,24 @@ def add_folder_run_args(parser: argparse.ArgumentParser) -> None:
                              f"{WORKING_PIXELS:.3g}; 0: full size")
     parser.add_argument("--workers", type=int, default=1,
                         help="threads decoding (and proposing) images ahead of the model (default: %(default)s)")
+
+
+def add_config_args(parser: argparse.ArgumentParser, default: str | None = None, example: str = "") -> None:
+    """``--config`` (YAML) and positional dotted overrides, for :func:`config_from_args`; parse with
+    ``parser.parse_intermixed_args`` so overrides may follow options."""
+    parser.add_argument("--config", required=default is None, default=default,
+                        help="YAML config" + (" (default: %(default)s)" if default else ""))
+    parser.add_argument("overrides", nargs="*", help="dotted overrides" + (f", e.g. {example}" if example else ""))
+
+
+def config_from_args(schema: type, args: argparse.Namespace) -> Any:
+    """The config of :func:`add_config_args` arguments: ``--config`` + overrides, ``--device`` as ``train.device``."""
+    from cvcore.config import load_config
+
+    overrides = list(args.overrides)
+    if getattr(args, "device", "auto") != "auto":
+        overrides.append(f"train.device={args.device}")
+    return load_config(schema, args.config, overrides)
 
 
 def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,

@@ -24,13 +24,6 @@ POSE_EXAMPLES = """examples:
   pose images/ --model runs/pose/lspet/model.pt --out out/ --json
 """
 
-TRAIN_EXAMPLES = """examples:
-  pose-train --config configs/pose/lspet.yaml
-  pose-train --config configs/pose/lspet.yaml train.out_dir=runs/pose/try train.part_detector.epochs=2
-  pose-train --config configs/pose/lspet.yaml model.part_detector.banks=1 model.spatial_model.enabled=false
-"""
-
-
 def _pose_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="pose", description="Pose estimation (Tompson et al. 2014) on a folder of images: "
                                 "an R-CNN person detector finds the people, the pose model estimates each one's "
@@ -194,42 +187,16 @@ def pose_run(argv: Sequence[str] | None = None) -> int:
     return run.exit_code()
 
 
-def train_run(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="pose-train", description="Staged training of the pose model: part detector, "
-                                "spatial model on the frozen part detector, then joint; each stage resumes.",
-                                epilog=TRAIN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="configs/pose/lspet.yaml", help="YAML config (default: %(default)s)")
-    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.part_detector.epochs=2")
-    p.add_argument("--stages", default="part_detector,spatial_model,joint", help="comma-separated stages to run")
-    add_common_args(p)
-    args = p.parse_intermixed_args(argv)  # overrides may follow options
-    setup_logging(args.quiet, args.debug)
-    from cvcore.config import load_config
-    from pose.config import PoseConfig
-    from pose.train import format_pck_table, train
-
-    overrides = list(args.overrides)
-    if args.device != "auto":
-        overrides.append(f"train.device={args.device}")
-    cfg = load_config(PoseConfig, args.config, overrides)
-    stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
-    results = train(cfg, progress=not args.quiet, stages=stages)
-    if args.json:
-        print(json.dumps({k: {a: v for a, v in r.items() if a.startswith("PCK@")} for k, r in results.items()}))
-    elif not args.quiet and results:
-        print(format_pck_table(results, tuple(cfg.eval.alphas)))
-        print(f"model: {Path(cfg.train.out_dir) / 'model.pt'}")
-    return 0
-
-
 def pose_main(argv: Sequence[str] | None = None) -> int:
     """Console script ``pose``."""
     return run_cli(pose_run, argv, prog="pose")
 
 
 def train_main(argv: Sequence[str] | None = None) -> int:
-    """Console script ``pose-train``."""
-    return run_cli(train_run, argv, prog="pose-train")
+    """Console script ``pose-train`` (:func:`pose.train.train_cli`)."""
+    from pose.train import train_cli
+
+    return run_cli(train_cli, argv, prog="pose-train")
 
 
 if __name__ == "__main__":

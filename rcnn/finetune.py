@@ -257,18 +257,19 @@ def save_finetuned(out_dir: Path, steps: int, model: nn.Module, lr_step_at: floa
 
 
 def finetune(cfg: Any, records: Sequence[DetectionRecord], classes: Sequence[str], device: torch.device,
-             out_dir: Path, progress: bool = True) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+             out_dir: Path, proposals: Callable[[DetectionRecord], np.ndarray], progress: bool = True
+             ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """The fine-tuning stage of :func:`rcnn.train.train` (reads the config; result cached in ``out_dir``).
+
+    ``proposals``: a training image's ranked proposal boxes (the training run's cached ones, cut to
+    ``proposals.train_per_image``).
 
     Returns (fine-tuned :class:`FeatureNet` state dict, softmax layer ``{"weight": [C+1, D], "bias": [C+1]}``).
     """
-    from rcnn.train import image_proposals
-
     f, ft = cfg.features, cfg.finetune
     if (finished := reuse_finetuned(out_dir, ft.steps, ft.lr_step_at)) is not None:
         return finished
-    top_k = cfg.proposals.train_per_image
-    batches = WindowBatches(records, lambda r: image_proposals(r, None, cfg)[:top_k], classes,
+    batches = WindowBatches(records, proposals, classes,
                             input_size=f.input_size, context_padding=f.context_padding,
                             sampling_ratio=f.sampling_ratio, fg_per_batch=ft.fg_per_batch,
                             bg_per_batch=ft.bg_per_batch, fg_iou=ft.fg_iou, bg_iou=ft.bg_iou,

@@ -201,19 +201,20 @@ def finetune_shared_network(net: FeatureNet, batches: RoIBatches, num_classes: i
 
 
 def finetune_shared(cfg: Any, records: Sequence[DetectionRecord], classes: Sequence[str], device: torch.device,
-                    out_dir: Path, progress: bool = True) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+                    out_dir: Path, proposals: Callable[[DetectionRecord], np.ndarray], progress: bool = True
+                    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """The fine-tuning stage of :func:`rcnn.train.train` in the shared mode (reads the config; result cached in
     ``out_dir``). Trains at the first of ``features.scales``.
 
+    ``proposals``: a training image's ranked proposal boxes (the training run's cached ones, cut to
+    ``proposals.train_per_image``).
+
     Returns (fine-tuned :class:`FeatureNet` state dict, softmax layer ``{"weight": [C+1, D], "bias": [C+1]}``).
     """
-    from rcnn.train import image_proposals
-
     f, ft = cfg.features, cfg.finetune
     if (finished := reuse_finetuned(out_dir, ft.steps, ft.lr_step_at)) is not None:
         return finished
-    top_k = cfg.proposals.train_per_image
-    batches = RoIBatches(records, lambda r: image_proposals(r, None, cfg)[:top_k], classes, scale=f.scales[0],
+    batches = RoIBatches(records, proposals, classes, scale=f.scales[0],
                          max_image_side=f.max_image_side, fg_per_batch=ft.fg_per_batch, bg_per_batch=ft.bg_per_batch,
                          fg_iou=ft.fg_iou, bg_iou=ft.bg_iou, bg_iou_min=ft.bg_iou_min,
                          images_per_batch=ft.images_per_batch, seed=cfg.train.seed)

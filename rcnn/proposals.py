@@ -37,6 +37,7 @@ import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -45,7 +46,12 @@ from cvcore.io import atomic_write_bytes
 from rcnn import _felzenszwalb
 from rcnn import _ss_grouping as grouping
 
+if TYPE_CHECKING:
+    from cvcore.datasets import DetectionRecord
+    from rcnn.config import RCNNConfig
+
 __all__ = [
+    "image_proposals",
     "MODES",
     "BACKENDS",
     "selective_search",
@@ -421,4 +427,36 @@ def compute_proposals(
                              seed=seed, segmenter=segmenter, n_workers=n_workers)
     if cache is not None:
         cache.save(key, boxes)
+    return boxes
+
+
+# ------------------------------------------------------------------------------------------------ training runs
+def image_proposals(record: DetectionRecord, image: np.ndarray | None, cfg: RCNNConfig) -> np.ndarray:
+    """All ranked selective-search boxes of one image (``float32[N, 4]``), through the per-image disk cache.
+
+    The boxes a training run used are also frozen under ``cache_dir/proposals_used`` (keyed by the image and the
+    proposal settings), so a resumed run keeps its proposals, and the features cached for them, even when the
+    proposal code changes in between.
+    """
+    p = cfg.proposals
+    cache_dir = Path(cfg.train.cache_dir)
+    path = Path(record.image_path)
+    try:
+        stat = path.stat()
+        ident = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{p.mode}:{p.backend}:{p.max_side}:{p.min_size}"
+        if p.backend == "native" and p.segmenter != "auto":  # "auto" keeps the key of runs from before the option
+            ident += f":{p.segmenter}"
+    except OSError:
+        ident = str(path)
+    frozen = cache_dir / "proposals_used" / f"{path.stem}-{hashlib.sha1(ident.encode()).hexdigest()[:16]}.npy"
+    if frozen.is_file():
+        try:
+            return np.load(frozen)
+        except (OSError, ValueError):
+            pass
+    boxes = compute_proposals(record.image_path, image, mode=p.mode, backend=p.backend, max_side=p.max_side,
+                              min_size=p.min_size, cache_dir=cache_dir / "proposals", segmenter=p.segmenter)
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(boxes, np.float32))
+    atomic_write_bytes(frozen, buffer.getvalue())
     return boxes

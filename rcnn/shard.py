@@ -23,6 +23,10 @@ from cvcore.device import resolve_device, set_num_threads
 from cvcore.distributed import barrier, parse_shard, shard_items, world_size
 from rcnn.config import RCNNConfig
 from rcnn.data import select_records
+from rcnn.features import build_extractor, extract_features
+from rcnn.finetune import finetune as finetune_warp
+from rcnn.finetune_shared import finetune_shared
+from rcnn.proposals import image_proposals
 
 log = logging.getLogger("rcnn.shard")
 
@@ -35,19 +39,16 @@ def finetune_stage(cfg: RCNNConfig, records: list[DetectionRecord], classes: lis
                    out_dir: Path, progress: bool = True) -> tuple[dict, dict]:
     """Fine-tuning for the configured feature mode (warped windows, or whole images + RoI pooling in shared mode);
     resumes from, or reuses, ``out_dir``. Returns (network state dict, softmax layer)."""
-    if cfg.features.mode == "shared":
-        from rcnn.finetune_shared import finetune_shared as finetune
-    else:
-        from rcnn.finetune import finetune
-    return finetune(cfg, records, classes, device, out_dir, progress=progress)
+    top_k = cfg.proposals.train_per_image
+    finetune = finetune_shared if cfg.features.mode == "shared" else finetune_warp
+    return finetune(cfg, records, classes, device, out_dir, lambda r: image_proposals(r, None, cfg)[:top_k],
+                    progress=progress)
 
 
 def run_stages(cfg: RCNNConfig, shard: str | None = None, stop_after: str | None = None, progress: bool = True
                ) -> dict[str, Any]:
     """Proposals, fine-tuning and features for shard ``i/n`` of the images (all images without ``shard``), stopping
     after ``stop_after``. Returns a summary (images, stages run, seconds)."""
-    from rcnn.train import build_extractor, extract_features, image_proposals
-
     if stop_after is not None and stop_after not in STOP_AFTER:
         raise ValueError(f"stop_after must be one of {', '.join(STOP_AFTER)}, got {stop_after!r}")
     i, n = parse_shard(shard)

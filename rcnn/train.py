@@ -17,14 +17,11 @@ independent, so an interrupted run continues where it stopped.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from functools import partial
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +37,14 @@ from cvcore.device import resolve_device, seed_everything, set_num_threads
 from cvcore.distributed import barrier, cleanup_distributed, init_distributed
 from cvcore.evaluation import eval_detections, f1_threshold
 from cvcore.evaluation.plots import plot_pr_curves
-from cvcore.io import atomic_torch_save, atomic_write_bytes, atomic_write_json, load_image, prefetch, safe_torch_load
+from cvcore.io import atomic_torch_save, atomic_write_json, safe_torch_load
 from rcnn.bbox_regression import BoxRegressor, fit_box_regressor
 from rcnn.config import RCNNConfig
 from rcnn.data import load_splits, select_records
 from rcnn.detector import Detector, meta_proposer, proposal_meta
-from rcnn.features import FeatureCache, FeatureExtractor, build_feature_net, feature_scale, state_dict_digest
+from rcnn.features import FeatureExtractor, ImageFeatures, box_sets, build_extractor, extract_features, feature_scale
 from rcnn.finetune import PARTIAL_LABELS_MIN_IOU, lr_step_milestone
+from rcnn.proposals import image_proposals
 from rcnn.shard import finetune_stage
 from rcnn.svm import LinearSVMs, TrainingImage, hard_negative_mining
 
@@ -54,139 +52,6 @@ log = logging.getLogger("rcnn.train")
 
 __all__ = ["train", "load_splits", "image_proposals", "box_sets", "extract_features", "training_images",
            "regression_examples", "evaluate", "build_extractor"]
-
-
-# ------------------------------------------------------------------------------------------------ data
-def image_proposals(record: DetectionRecord, image: np.ndarray | None, cfg: RCNNConfig) -> np.ndarray:
-    """All ranked selective-search boxes of one image (``float32[N, 4]``), through the per-image disk cache.
-
-    The boxes a training run used are also frozen under ``cache_dir/proposals_used`` (keyed by the image and the
-    proposal settings), so a resumed run keeps its proposals, and the features cached for them, even when the
-    proposal code changes in between.
-    """
-    from rcnn.proposals import compute_proposals
-
-    p = cfg.proposals
-    cache_dir = Path(cfg.train.cache_dir)
-    path = Path(record.image_path)
-    try:
-        stat = path.stat()
-        ident = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{p.mode}:{p.backend}:{p.max_side}:{p.min_size}"
-        if p.backend == "native" and p.segmenter != "auto":  # "auto" keeps the key of runs from before the option
-            ident += f":{p.segmenter}"
-    except OSError:
-        ident = str(path)
-    frozen = cache_dir / "proposals_used" / f"{path.stem}-{hashlib.sha1(ident.encode()).hexdigest()[:16]}.npy"
-    if frozen.is_file():
-        try:
-            return np.load(frozen)
-        except (OSError, ValueError):
-            pass
-    boxes = compute_proposals(record.image_path, image, mode=p.mode, backend=p.backend, max_side=p.max_side,
-                              min_size=p.min_size, cache_dir=cache_dir / "proposals", segmenter=p.segmenter)
-    buffer = io.BytesIO()
-    np.save(buffer, np.asarray(boxes, np.float32))
-    atomic_write_bytes(frozen, buffer.getvalue())
-    return boxes
-
-
-def box_sets(record: DetectionRecord, proposals: np.ndarray, top_k: int, with_gt: bool) -> tuple[np.ndarray, int]:
-    """Boxes whose features are computed for one image: (ground-truth boxes if ``with_gt``) + top-k proposals.
-
-    Returns ``(float32[M, 4], number of leading ground-truth rows)``.
-    """
-    props = np.asarray(proposals, np.float32).reshape(-1, 4)[:top_k]
-    if not with_gt:
-        return props, 0
-    gt = np.asarray(record.boxes, np.float32).reshape(-1, 4)
-    return np.concatenate([gt, props]), len(gt)
-
-
-# ------------------------------------------------------------------------------------------------ features
-def build_extractor(cfg: RCNNConfig, device: torch.device, state_dict: dict[str, Tensor] | None = None
-                    ) -> tuple[FeatureExtractor, dict[str, Any]]:
-    """Feature extractor from the config (and fine-tuned weights), plus the backbone spec saved in the detector."""
-    f = cfg.features
-    if state_dict is not None:  # the detector file stores fp16 weights: extract with exactly those
-        state_dict = {k: v.to(torch.float16) if v.is_floating_point() else v for k, v in state_dict.items()}
-    net = build_feature_net(f.backbone, f.layer, f.weights, state_dict, roi_hidden=f.roi_hidden,
-                            pool_size=f.pool_size)
-    if state_dict is not None:
-        weights_id = "finetuned-" + state_dict_digest(state_dict)
-    elif f.weights in ("default", "none"):
-        weights_id = f"{f.backbone}:{f.weights}"
-    else:
-        weights_id = f"{f.backbone}:{Path(f.weights).name}"
-    extractor = FeatureExtractor(
-        net, f.mode, input_size=f.input_size, context_padding=f.context_padding, sampling_ratio=f.sampling_ratio,
-        batch_size=f.batch_size, scales=f.scales, max_image_side=f.max_image_side, pool_size=f.pool_size,
-        device=device, channels_last=f.channels_last, weights_id=weights_id)
-    spec = {"name": f.backbone, "layer": net.layer, "weights": f.weights, "weights_id": weights_id,
-            "roi_hidden": f.roi_hidden}
-    if state_dict is not None:
-        spec["state_dict"] = state_dict
-    return extractor, spec
-
-
-@dataclass
-class ImageFeatures:
-    """Cached features of one image: ``boxes[M, 4]``, unscaled fp16 ``features[M, D]``, ``num_gt`` leading gt rows.
-
-    ``features`` may also be a callable that reads them (from the feature cache): streamed, they are never all in
-    memory at once (``train.stream_features``); :attr:`rows` gives the tensor either way."""
-
-    record: DetectionRecord
-    boxes: np.ndarray
-    features: Tensor | Callable[[], Tensor]
-    num_gt: int
-
-    @property
-    def rows(self) -> Tensor:
-        return self.features() if callable(self.features) else self.features
-
-
-def _read_cached(cache: FeatureCache, image_path: Path, boxes: np.ndarray) -> Tensor:
-    feats, _ = cache.lookup(image_path, boxes)
-    if len(feats) < len(boxes):
-        raise FileNotFoundError(f"{cache.path(image_path)}: the cached features of {image_path} went missing "
-                                "(streamed features need the feature cache to stay in place)")
-    return feats[:len(boxes)]
-
-
-def extract_features(records: Sequence[DetectionRecord], cfg: RCNNConfig, extractor: FeatureExtractor,
-                     training: bool, desc: str = "features", progress: bool = True) -> list[ImageFeatures]:
-    """Features of every image's box set (:func:`box_sets`), computed once and cached on disk (fp16, per image);
-    with ``train.stream_features`` the items read them back from the cache when used instead of holding them."""
-    stream = cfg.train.stream_features
-    cache = FeatureCache(Path(cfg.train.cache_dir) / "features", extractor.key())
-    top_k = cfg.proposals.train_per_image if training else cfg.proposals.test_per_image
-
-    def prepare(record: DetectionRecord) -> tuple[DetectionRecord, np.ndarray, int, Tensor, int, Any]:
-        boxes, num_gt = box_sets(record, image_proposals(record, None, cfg), top_k, training)
-        cached, stored = cache.lookup(record.image_path, boxes)
-        image = load_image(record.image_path) if len(cached) < len(boxes) else None
-        return record, boxes, num_gt, cached, len(stored), image
-
-    out: list[ImageFeatures] = []
-    computed, crops, t0 = 0, 0, time.time()
-    bar = tqdm(prefetch(prepare, records, cfg.train.workers), total=len(records), desc=desc,
-               disable=not progress, dynamic_ncols=True)
-    for record, boxes, num_gt, cached, num_stored, image in bar:
-        if len(cached) < len(boxes):
-            new = extractor(image, boxes[len(cached):]).to(torch.float16)
-            feats = torch.cat([cached, new]) if len(cached) else new
-            if num_stored <= len(boxes):  # never replace a longer stored list by a shorter one
-                cache.save(record.image_path, boxes, feats)
-            computed += 1
-            crops += len(new)
-            bar.set_postfix(boxes_per_s=f"{crops / max(time.time() - t0, 1e-6):.0f}")
-            cached = feats
-        if stream:  # read back from the cache file when needed
-            out.append(ImageFeatures(record, boxes, partial(_read_cached, cache, record.image_path, boxes), num_gt))
-        else:
-            out.append(ImageFeatures(record, boxes, cached, num_gt))
-    log.info("%s: %d images (%d computed, %d boxes, %.1f s)", desc, len(records), computed, crops, time.time() - t0)
-    return out
 
 
 # ------------------------------------------------------------------------------------------------ SVM / regression

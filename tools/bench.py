@@ -55,10 +55,10 @@ from cvcore.io import load_image
 from cvcore.report import rss_mb
 from cvcore.synthetic import blood_smear
 from rcnn.detector import Detector, meta_proposer, proposal_meta, resolve_model_path
-from rcnn.features import FeatureCache, auto_cnn_streams
+from rcnn.features import FeatureCache, ImageFeatures, auto_cnn_streams
 from rcnn.proposals import proposal_best_iou, selective_search
 from rcnn.svm import hard_negative_mining
-from rcnn.train import ImageFeatures, training_images
+from rcnn.train import training_images
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
@@ -145,8 +145,8 @@ def load_detector(name: str, models_dir: Path | None) -> tuple[Detector, bool]:
     from cvcore.config import config_to_dict, load_config
     from rcnn.bbox_regression import BoxRegressor
     from rcnn.config import RCNNConfig
+    from rcnn.features import build_extractor
     from rcnn.svm import LinearSVMs
-    from rcnn.train import build_extractor
 
     cfg = load_config(RCNNConfig, ROOT / "configs" / "rcnn" / f"{name}.yaml")
     extractor, spec = build_extractor(cfg, torch.device("cpu"))

@@ -72,8 +72,8 @@ def person_detector_file(tmp_path_factory):
     from rcnn import Detector
     from rcnn.config import RCNNConfig
     from rcnn.detector import meta_proposer, proposal_meta
+    from rcnn.features import build_extractor
     from rcnn.svm import LinearSVMs
-    from rcnn.train import build_extractor
 
     cfg = load_config(RCNNConfig, data={
         "data": {"classes": ["person"]},

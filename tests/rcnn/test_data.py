@@ -11,8 +11,9 @@ from cvcore.datasets import DetectionRecord
 from cvcore.synthetic import write_lspet_folder, write_pennfudan_folder
 from rcnn.config import RCNNConfig
 from rcnn.data import select_records
+from rcnn.features import ImageFeatures
 from rcnn.finetune import PARTIAL_LABELS_MIN_IOU, label_windows
-from rcnn.train import ImageFeatures, training_images
+from rcnn.train import training_images
 
 
 def _iou(a, b) -> float:

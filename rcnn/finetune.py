@@ -19,18 +19,21 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import LRScheduler
 from torchvision.ops import box_iou
 
+from cvcore.config import config_to_dict
 from cvcore.datasets import DetectionRecord
 from cvcore.device import seed_everything
-from cvcore.distributed import barrier, epoch_groups, init_distributed, is_main_process, wrap_ddp
+from cvcore.distributed import barrier, epoch_groups, init_distributed, wrap_ddp
 from cvcore.engine import Trainer
-from cvcore.io import atomic_torch_save, load_image, safe_torch_load
+from cvcore.io import load_image, safe_torch_load
 from cvcore.nn import build_optimizer, build_scheduler
+from cvcore.stages import load_keyed, save_keyed, stage_key
 from rcnn.features import FeatureNet, build_feature_net
 from rcnn.warp import normalize_image, warp_regions
 
 log = logging.getLogger(__name__)
 
 __all__ = ["FinetuneModel", "WindowBatches", "label_windows", "finetune", "finetune_network", "train_distributed",
+           "finetune_key", "reuse_finetuned", "save_finetuned",
            "PARTIAL_LABELS_MIN_IOU"]
 
 # Images whose labels are not exhaustive (one annotated person in a crowd, records with ``exhaustive=False``) give
@@ -228,30 +231,27 @@ def finetune_network(net: FeatureNet, batches: WindowBatches, num_classes: int, 
                              checkpoint_every=checkpoint_every, log_every=log_every, progress=progress, seed=seed)
 
 
-def reuse_finetuned(out_dir: Path, steps: int, lr_step_at: float = 0.0
-                    ) -> tuple[dict[str, Tensor], dict[str, Tensor]] | None:
-    """(state dict, softmax layer) of a finished fine-tuning run of ``steps`` steps (and the same lr step) in
-    ``out_dir``, else None."""
-    done = out_dir / "finetuned.pt"
-    if done.is_file():
-        saved = safe_torch_load(done)
-        if saved.get("steps") == steps and saved.get("lr_step_at", 0.0) == lr_step_at:
-            log.info("fine-tuning: reused %s", done)
-            return saved["state_dict"], saved["softmax"]
-    return None
+def finetune_key(cfg: Any, records: Sequence[DetectionRecord], classes: Sequence[str]) -> str:
+    """Key of a fine-tuning result (:mod:`cvcore.stages`): the fine-tuning, feature and proposal settings, the
+    training images, the classes and the seed."""
+    return stage_key(config_to_dict(cfg.finetune), config_to_dict(cfg.features), config_to_dict(cfg.proposals),
+                     [r.file for r in records], list(classes), cfg.train.seed)
 
 
-def save_finetuned(out_dir: Path, steps: int, model: nn.Module, lr_step_at: float = 0.0
-                   ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """Write a finished run's network and softmax layer to ``out_dir/finetuned.pt`` (read back by
+def reuse_finetuned(out_dir: Path, key: str) -> tuple[dict[str, Tensor], dict[str, Tensor]] | None:
+    """(state dict, softmax layer) of a finished fine-tuning run with this key in ``out_dir``, else None."""
+    saved = load_keyed(out_dir / "finetuned.pt", key)
+    return None if saved is None else (saved["state_dict"], saved["softmax"])
+
+
+def save_finetuned(out_dir: Path, key: str, model: nn.Module) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """Write a finished run's network and softmax layer to ``out_dir/finetuned.pt`` under ``key`` (read back by
     :func:`reuse_finetuned`; under torchrun rank 0 writes it and every rank waits for it); returns them (CPU
     copies)."""
     model = model.to(memory_format=torch.contiguous_format).cpu()
     state = {k: v.detach().clone() for k, v in model.net.state_dict().items()}
     softmax = {"weight": model.classifier.weight.detach().clone(), "bias": model.classifier.bias.detach().clone()}
-    if is_main_process():
-        atomic_torch_save({"steps": steps, "lr_step_at": lr_step_at, "state_dict": state, "softmax": softmax},
-                          out_dir / "finetuned.pt")
+    save_keyed(out_dir / "finetuned.pt", key, {"state_dict": state, "softmax": softmax})
     barrier()
     return state, softmax
 
@@ -267,7 +267,8 @@ def finetune(cfg: Any, records: Sequence[DetectionRecord], classes: Sequence[str
     Returns (fine-tuned :class:`FeatureNet` state dict, softmax layer ``{"weight": [C+1, D], "bias": [C+1]}``).
     """
     f, ft = cfg.features, cfg.finetune
-    if (finished := reuse_finetuned(out_dir, ft.steps, ft.lr_step_at)) is not None:
+    key = finetune_key(cfg, records, classes)
+    if (finished := reuse_finetuned(out_dir, key)) is not None:
         return finished
     batches = WindowBatches(records, proposals, classes,
                             input_size=f.input_size, context_padding=f.context_padding,
@@ -279,4 +280,4 @@ def finetune(cfg: Any, records: Sequence[DetectionRecord], classes: Sequence[str
                              weight_decay=ft.weight_decay, freeze_blocks=ft.freeze_blocks,
                              lr_step_at=ft.lr_step_at, device=device, checkpoint_every=ft.checkpoint_every,
                              log_every=ft.log_every, progress=progress, seed=cfg.train.seed)
-    return save_finetuned(out_dir, ft.steps, model, ft.lr_step_at)
+    return save_finetuned(out_dir, key, model)

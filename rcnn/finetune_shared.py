@@ -28,7 +28,7 @@ from cvcore.distributed import epoch_groups
 from cvcore.io import load_image
 from rcnn.bbox_regression import BoxCoder
 from rcnn.features import FeatureNet, build_feature_net, resize_for_scale, roi_pool
-from rcnn.finetune import label_windows, reuse_finetuned, save_finetuned, train_distributed
+from rcnn.finetune import finetune_key, label_windows, reuse_finetuned, save_finetuned, train_distributed
 from rcnn.warp import normalize_image
 
 log = logging.getLogger(__name__)
@@ -212,7 +212,8 @@ def finetune_shared(cfg: Any, records: Sequence[DetectionRecord], classes: Seque
     Returns (fine-tuned :class:`FeatureNet` state dict, softmax layer ``{"weight": [C+1, D], "bias": [C+1]}``).
     """
     f, ft = cfg.features, cfg.finetune
-    if (finished := reuse_finetuned(out_dir, ft.steps, ft.lr_step_at)) is not None:
+    key = finetune_key(cfg, records, classes)
+    if (finished := reuse_finetuned(out_dir, key)) is not None:
         return finished
     batches = RoIBatches(records, proposals, classes, scale=f.scales[0],
                          max_image_side=f.max_image_side, fg_per_batch=ft.fg_per_batch, bg_per_batch=ft.bg_per_batch,
@@ -224,4 +225,4 @@ def finetune_shared(cfg: Any, records: Sequence[DetectionRecord], classes: Seque
                                     freeze_blocks=ft.freeze_blocks, box_loss_weight=ft.box_loss_weight,
                                     lr_step_at=ft.lr_step_at, device=device, checkpoint_every=ft.checkpoint_every,
                                     log_every=ft.log_every, progress=progress, seed=cfg.train.seed)
-    return save_finetuned(out_dir, ft.steps, model, ft.lr_step_at)
+    return save_finetuned(out_dir, key, model)

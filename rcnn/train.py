@@ -16,8 +16,6 @@ independent, so an interrupted run continues where it stopped.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import time
@@ -37,7 +35,8 @@ from cvcore.device import resolve_device, seed_everything, set_num_threads
 from cvcore.distributed import barrier, cleanup_distributed, init_distributed
 from cvcore.evaluation import eval_detections, f1_threshold
 from cvcore.evaluation.plots import plot_pr_curves
-from cvcore.io import atomic_torch_save, atomic_write_json, safe_torch_load
+from cvcore.io import atomic_write_json
+from cvcore.stages import keyed_stage, stage_key
 from rcnn.bbox_regression import BoxRegressor, fit_box_regressor
 from rcnn.config import RCNNConfig
 from rcnn.data import load_splits, select_records
@@ -142,10 +141,6 @@ def _summary(result: dict[str, Any]) -> dict[str, Any]:
             "AP": {c: clean(v) for c, v in result["AP"].items()}}
 
 
-def _key(*parts: Any) -> str:
-    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 # ------------------------------------------------------------------------------------------------ the pipeline
 def train(cfg: RCNNConfig, progress: bool = True) -> tuple[Detector | None, dict[str, Any]]:
     """Run every stage (see the module docstring); returns the detector and the evaluation report.
@@ -227,41 +222,38 @@ def _train(cfg: RCNNConfig, out: Path, progress: bool) -> tuple[Detector, dict[s
     timings["features"] = time.time() - t
     log.info("feature scale %.5f (mean L2 norm -> %.1f), dim %d", scale, cfg.features.target_norm, extractor.dim)
 
-    # 4. SVMs with hard-negative mining
+    # 4. SVMs with hard-negative mining (svm.pt, reused while its inputs are unchanged)
     s = cfg.svm
-    svm_key = _key(extractor.key(), config_to_dict(s), config_to_dict(cfg.proposals), classes,
-                   [r.file for r in train_recs], scale)
-    svm_file = out / "svm.pt"
+    svm_key = stage_key(extractor.key(), config_to_dict(s), config_to_dict(cfg.proposals), classes,
+                        [r.file for r in train_recs], scale)
     t = time.time()
-    saved = safe_torch_load(svm_file) if svm_file.is_file() else None
-    if saved is not None and saved.get("key") == svm_key:
-        svms, svm_stats = LinearSVMs.from_state_dict(saved["svm"]), saved["stats"]
-        log.info("SVMs: reused %s", svm_file)
-    else:
+
+    def train_svms() -> dict[str, Any]:
         images = training_images(train_items, classes, scale, s.neg_iou, cfg.data.use_difficult)
-        svms, svm_stats = hard_negative_mining(
+        svms, stats = hard_negative_mining(
             images, len(classes), C=s.C, pos_weight=s.pos_weight, bias_multiplier=s.bias_multiplier,
             hard_threshold=s.hard_threshold, evict_threshold=s.evict_threshold, retrain_every=s.retrain_every,
             max_cache=s.max_cache, first_negatives=s.first_negatives, backend=s.backend, device=device,
             seed=cfg.train.seed, progress=progress, workers=s.workers or min(len(classes), os.cpu_count() or 1))
-        del images
-        atomic_torch_save({"key": svm_key, "svm": svms.state_dict(), "stats": svm_stats}, svm_file)
+        return {"svm": svms.state_dict(), "stats": stats}
+
+    trained = keyed_stage(out / "svm.pt", svm_key, train_svms)
+    svms, svm_stats = LinearSVMs.from_state_dict(trained["svm"]), trained["stats"]
     timings["svm"] = time.time() - t
 
-    # 5. box regression
+    # 5. box regression (regression.pt, likewise)
     regressor = None
     if cfg.regression.enabled:
         t = time.time()
-        reg_key = _key(svm_key, config_to_dict(cfg.regression))
-        reg_file = out / "regression.pt"
-        saved = safe_torch_load(reg_file) if reg_file.is_file() else None
-        if saved is not None and saved.get("key") == reg_key:
-            regressor = BoxRegressor.from_state_dict(saved["regressor"])
-        else:
+
+        def fit_regression() -> dict[str, Any]:
             feats, props, targets, labels = regression_examples(train_items, classes, scale, cfg.regression.min_iou)
-            regressor = fit_box_regressor(feats, props, targets, labels, len(classes), cfg.regression.lam)
             log.info("box regression: %d examples", len(labels))
-            atomic_torch_save({"key": reg_key, "regressor": regressor.state_dict()}, reg_file)
+            return fit_box_regressor(feats, props, targets, labels, len(classes), cfg.regression.lam).state_dict()
+
+        state = keyed_stage(out / "regression.pt", stage_key(svm_key, config_to_dict(cfg.regression)),
+                            fit_regression)
+        regressor = BoxRegressor.from_state_dict(state)
         timings["regression"] = time.time() - t
 
     meta = {

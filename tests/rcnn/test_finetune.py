@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from cvcore.datasets import read_voc
+from cvcore.datasets import DetectionRecord, read_voc
 from cvcore.io import atomic_torch_save
 from rcnn.features import build_feature_net
 from rcnn.finetune import (
@@ -100,15 +100,25 @@ def test_step_schedule_drops_lr_tenfold_once():
     assert late.milestones == {9: 1}
 
 
-def test_finished_finetuning_is_reused_only_with_the_same_schedule(tmp_path):
+def test_finished_finetuning_is_reused_only_with_the_same_key(tmp_path):
+    from cvcore.config import load_config
+    from rcnn.config import RCNNConfig
+    from rcnn.finetune import finetune_key
+
     model = torch.nn.Module()
     model.net, model.classifier = torch.nn.Linear(2, 2), torch.nn.Linear(2, 3)
-    save_finetuned(tmp_path, 100, model, lr_step_at=0.75)
-    assert reuse_finetuned(tmp_path, 100, 0.75) is not None
-    assert reuse_finetuned(tmp_path, 100) is None and reuse_finetuned(tmp_path, 200, 0.75) is None
-    legacy = {"steps": 100, "state_dict": {}, "softmax": {}}         # written before lr_step_at existed: constant
-    atomic_torch_save(legacy, tmp_path / "finetuned.pt")
-    assert reuse_finetuned(tmp_path, 100) is not None and reuse_finetuned(tmp_path, 100, 0.75) is None
+    cfg = load_config(RCNNConfig, data={"finetune": {"steps": 100, "lr_step_at": 0.75}})
+    records = [DetectionRecord(tmp_path / "a.jpg", 10, 10, np.zeros((0, 4)), [], np.zeros(0), file="a.jpg")]
+    key = finetune_key(cfg, records, ["x"])
+    state, _ = save_finetuned(tmp_path, key, model)
+    again = reuse_finetuned(tmp_path, key)
+    assert again is not None and all(torch.equal(again[0][k], v) for k, v in state.items())
+    for change in ("finetune.steps=200", "finetune.lr=0.01", "features.input_size=64"):
+        other = load_config(RCNNConfig, data={"finetune": {"steps": 100, "lr_step_at": 0.75}}, overrides=[change])
+        assert reuse_finetuned(tmp_path, finetune_key(other, records, ["x"])) is None, change
+    assert reuse_finetuned(tmp_path, finetune_key(cfg, records, ["x", "y"])) is None
+    atomic_torch_save({"steps": 100, "state_dict": {}, "softmax": {}}, tmp_path / "finetuned.pt")  # an older format
+    assert reuse_finetuned(tmp_path, key) is None
 
 
 def test_resuming_with_another_lr_schedule_is_refused(tmp_path):

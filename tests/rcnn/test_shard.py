@@ -62,9 +62,10 @@ def test_streamed_features_train_the_same_detector(base_args, tmp_path, capsys):
         runs[stream] = (json.loads(capsys.readouterr().out.strip().splitlines()[-1]), out)
     (a, out_a), (b, out_b) = runs["false"], runs["true"]
     assert a["val"]["mAP"] == b["val"]["mAP"]
-    for name, key in (("svm.pt", "svm"), ("regression.pt", "regressor")):
-        x, y = torch.load(out_a / name, weights_only=True)[key], torch.load(out_b / name, weights_only=True)[key]
-        assert all(torch.equal(x[k], y[k]) for k in x), name
+    x, y = (torch.load(o / "svm.pt", weights_only=True)["value"]["svm"] for o in (out_a, out_b))
+    assert all(torch.equal(x[k], y[k]) for k in x)
+    x, y = (torch.load(o / "regression.pt", weights_only=True)["value"] for o in (out_a, out_b))
+    assert all(torch.equal(x[k], y[k]) for k in x)
 
 
 @pytest.mark.slow

@@ -156,11 +156,12 @@ class Detector:
             return self.detect_from_features(features, proposals, image.shape[:2])
 
     def detect_from_features(self, features: Tensor, proposals: np.ndarray | Tensor,
-                             image_hw: tuple[int, int]) -> Detections:
-        """The part after the CNN: scaled ``features[N, D]`` of ``proposals[N, 4]`` -> detections."""
+                             image_hw: tuple[int, int], regression: bool = True) -> Detections:
+        """The part after the CNN: scaled ``features[N, D]`` of ``proposals[N, 4]`` -> detections (``regression``
+        False: the proposals' own boxes, for the ablation)."""
         proposals = torch.as_tensor(np.asarray(proposals, np.float32)).reshape(-1, 4)
         scores = self.svms.decision(features)                                      # [N, C] SVM margins
-        if self.regressor is not None:
+        if self.regressor is not None and regression:
             boxes = self.regressor.refine(features, proposals)                     # [N, C, 4], applied once
         else:
             boxes = proposals[:, None, :].expand(-1, len(self.class_names), 4)
@@ -174,13 +175,15 @@ class Detector:
         finally:
             self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - start
 
-    def postprocess(self, boxes: Tensor, scores: Tensor, image_hw: tuple[int, int]) -> Detections:
-        """Per-class boxes ``[N, C, 4]`` and scores ``[N, C]`` -> threshold, per-class NMS, top ``max_per_image``."""
+    def postprocess(self, boxes: Tensor, scores: Tensor, image_hw: tuple[int, int],
+                    score_thr: float | None = None) -> Detections:
+        """Per-class boxes ``[N, C, 4]`` and scores ``[N, C]`` -> threshold (``score_thr``, default the detector's),
+        per-class NMS, top ``max_per_image``."""
         num_classes = scores.shape[1]
         labels = torch.arange(num_classes).expand_as(scores).reshape(-1)
         boxes = clip_boxes_to_image(boxes.reshape(-1, 4), tuple(image_hw))
         scores = scores.reshape(-1)
-        keep = torch.nonzero(scores >= self.score_thr).flatten()
+        keep = torch.nonzero(scores >= (self.score_thr if score_thr is None else score_thr)).flatten()
         boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
         keep = batched_nms(boxes, scores, labels, self.nms_iou)[: self.max_per_image]
         return Detections(boxes[keep].numpy().astype(np.float32), scores[keep].numpy().astype(np.float32),

@@ -118,18 +118,13 @@ def regression_examples(items: Sequence[ImageFeatures], classes: Sequence[str], 
 # ------------------------------------------------------------------------------------------------ evaluation
 def evaluate(detector: Detector, items: Sequence[ImageFeatures], classes: Sequence[str], metric: str = "voc07",
              regression: bool = True) -> dict[str, Any]:
-    """VOC AP of ``detector`` on cached validation features (the same post-processing as :meth:`Detector.detect`)."""
-    regressor = detector.regressor
-    if not regression:
-        detector.regressor = None
-    try:
-        preds = []
-        for it in items:
-            det = detector.detect_from_features(it.rows.float() * detector.feature_scale, it.boxes,
-                                                (it.record.height, it.record.width))
-            preds.append({"boxes": det.boxes, "scores": det.scores, "labels": det.labels})
-    finally:
-        detector.regressor = regressor
+    """VOC AP of ``detector`` on cached validation features (the same post-processing as :meth:`Detector.detect`;
+    ``regression`` False: without box regression)."""
+    preds = []
+    for it in items:
+        det = detector.detect_from_features(it.rows.float() * detector.feature_scale, it.boxes,
+                                            (it.record.height, it.record.width), regression=regression)
+        preds.append({"boxes": det.boxes, "scores": det.scores, "labels": det.labels})
     return eval_detections(preds, [it.record for it in items], list(classes), iou_thr=0.5, metric=metric)
 
 
@@ -301,16 +296,11 @@ def evaluate_softmax(detector: Detector, softmax: dict[str, Tensor], items: Sequ
                      classes: Sequence[str], metric: str, extractor: FeatureExtractor) -> dict[str, Any]:
     """Ablation: the fine-tuned softmax head's class probabilities instead of the SVM scores (no box regression)."""
     weight, bias = softmax["weight"].float(), softmax["bias"].float()
-    saved = (detector.svms, detector.regressor, detector.score_thr)
     # softmax(W f + b) over C + 1 classes; the score of class c is its probability (column 0 is background)
     preds = []
-    try:
-        detector.regressor, detector.score_thr = None, 0.0
-        for it in items:
-            probs = torch.softmax(it.rows.float() @ weight.T + bias, dim=1)[:, 1:]
-            boxes = torch.from_numpy(it.boxes)[:, None, :].expand(-1, len(classes), 4)
-            det = detector.postprocess(boxes, probs, (it.record.height, it.record.width))
-            preds.append({"boxes": det.boxes, "scores": det.scores, "labels": det.labels})
-    finally:
-        detector.svms, detector.regressor, detector.score_thr = saved
+    for it in items:
+        probs = torch.softmax(it.rows.float() @ weight.T + bias, dim=1)[:, 1:]
+        boxes = torch.from_numpy(it.boxes)[:, None, :].expand(-1, len(classes), 4)
+        det = detector.postprocess(boxes, probs, (it.record.height, it.record.width), score_thr=0.0)
+        preds.append({"boxes": det.boxes, "scores": det.scores, "labels": det.labels})
     return eval_detections(preds, [it.record for it in items], list(classes), iou_thr=0.5, metric=metric)

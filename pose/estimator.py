@@ -21,6 +21,7 @@ import torch
 from cvcore.config import load_config
 from cvcore.device import resolve_device
 from cvcore.io import atomic_torch_save, describe_torch_file, load_image_bounded, safe_torch_load
+from cvcore.models import resolve_model_path as resolve_model
 from pose.codec import HeatmapCodec
 from pose.config import PoseConfig
 from pose.data import Crop, crop_from_box, crop_from_image, warp_crop
@@ -72,15 +73,7 @@ def save_model_file(path: str | Path, model: PoseModel, cfg: PoseConfig, joint_n
 
 def resolve_model_path(path_or_name: str | Path) -> Path:
     """A file path, or the name of a shipped model (``lspet`` -> ``pose/models/lspet.pt``)."""
-    p = Path(path_or_name)
-    if p.is_file():
-        return p
-    shipped = MODELS_DIR / f"{path_or_name}.pt"
-    if shipped.is_file():
-        return shipped
-    names = sorted(q.stem for q in MODELS_DIR.glob("*.pt"))
-    raise FileNotFoundError(f"{path_or_name}: no such model file or shipped model "
-                            f"(shipped: {', '.join(names) or 'none'})")
+    return resolve_model(path_or_name, MODELS_DIR, "pose model")
 
 
 def init_from_model_file(model: PoseModel, path_or_name: str | Path) -> list[str]:

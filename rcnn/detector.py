@@ -24,6 +24,7 @@ from torch import Tensor
 from torchvision.ops import batched_nms, clip_boxes_to_image
 
 from cvcore.io import atomic_torch_save, describe_torch_file, load_image_bounded, safe_torch_load
+from cvcore.models import resolve_model_path as resolve_model
 from rcnn.bbox_regression import BoxRegressor
 from rcnn.features import FeatureExtractor, build_feature_net
 from rcnn.svm import LinearSVMs
@@ -56,16 +57,7 @@ class Detections(NamedTuple):
 def resolve_model_path(path_or_name: str | Path) -> Path:
     """A detector file path, or a shipped model's name (``bccd``, ``raccoon``, ``bccd-fast``, ``raccoon-fast``,
     ``person``)."""
-    p = Path(path_or_name)
-    if p.is_file():
-        return p
-    if str(path_or_name) in SHIPPED_MODELS or (MODELS_DIR / f"{path_or_name}.pt").is_file():
-        shipped = MODELS_DIR / f"{path_or_name}.pt"
-        if shipped.is_file():
-            return shipped
-        raise FileNotFoundError(f"shipped model '{path_or_name}' is missing from {MODELS_DIR}")
-    raise FileNotFoundError(f"{path_or_name}: no such detector file, and not a shipped model "
-                            f"({', '.join(SHIPPED_MODELS)})")
+    return resolve_model(path_or_name, MODELS_DIR, "detector", SHIPPED_MODELS)
 
 
 def selective_search_proposals(mode: str = "fast", backend: str = "native", max_side: int = 500,

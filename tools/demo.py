@@ -135,13 +135,14 @@ def say(quiet: bool, message: str) -> None:
 # ------------------------------------------------------------------------------------------------ model files
 def model_path(name: str, kind: str, models_dir: Path | None) -> Path | None:
     """The file of model ``name`` (``kind`` "rcnn" or "pose"): ``models_dir/<name>.pt`` or the shipped one."""
-    if models_dir is None:
-        from pose.estimator import MODELS_DIR as POSE_DIR
-        from rcnn.detector import MODELS_DIR as RCNN_DIR
+    from cvcore.models import resolve_model_path
+    from pose.estimator import MODELS_DIR as POSE_DIR
+    from rcnn.detector import MODELS_DIR as RCNN_DIR
 
-        models_dir = RCNN_DIR if kind == "rcnn" else POSE_DIR
-    path = models_dir / f"{name}.pt"
-    return path if path.is_file() else None
+    try:
+        return resolve_model_path(name, models_dir or (RCNN_DIR if kind == "rcnn" else POSE_DIR))
+    except FileNotFoundError:
+        return None
 
 
 @functools.cache

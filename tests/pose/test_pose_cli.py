@@ -105,7 +105,7 @@ def test_estimator_predicts_in_original_pixels(tmp_path):
     assert np.isfinite(boxed).all() and not np.allclose(boxed, whole)
     batch = est.predict_batch([image, image], [None, [20, 10, 60, 70]])
     assert np.allclose(batch[0], whole, atol=1e-4) and np.allclose(batch[1], boxed, atol=1e-4)
-    with pytest.raises(FileNotFoundError, match="no such model"):
+    with pytest.raises(FileNotFoundError, match="no such pose model file"):
         PoseEstimator.load(tmp_path / "nope.pt")
 
 

@@ -17,6 +17,7 @@ Then every ``train_every``-th training image and every ``val_stride``-th validat
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from cvcore.datasets import DetectionRecord, load_detection_dataset
@@ -81,3 +82,15 @@ def select_records(cfg: Any) -> tuple[list[DetectionRecord], list[DetectionRecor
     if d.max_images > 0:
         train, val = train[: d.max_images], val[: d.max_images]
     return train, val, classes
+
+
+def validation_records(config: str | Path, root: str | Path | None = None, limit: int = 0) -> list[DetectionRecord]:
+    """The validation split of a training config (``configs/rcnn/<name>.yaml``), with ``data.root`` replaced by
+    ``root`` when given (a single-source config), first ``limit`` images: the images the shipped model was
+    validated on, for benchmarks and demos."""
+    from cvcore.config import load_config
+    from rcnn.config import RCNNConfig
+
+    cfg = load_config(RCNNConfig, config, [f"data.root={root}"] if root is not None else [])
+    _, val, _ = select_records(cfg)
+    return val[:limit] if limit else val

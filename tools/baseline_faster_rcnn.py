@@ -24,16 +24,13 @@ import numpy as np
 import torch
 from torch import nn
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from cvcore.cli import add_common_args, run_cli, setup_logging  # noqa: E402
-from cvcore.datasets import DetectionRecord  # noqa: E402
-from cvcore.device import resolve_device, seed_everything, set_num_threads  # noqa: E402
-from cvcore.engine import Trainer  # noqa: E402
-from cvcore.evaluation import eval_detections, plot_pr_curves  # noqa: E402
-from cvcore.io import atomic_write_json, load_image  # noqa: E402
-from cvcore.nn import build_optimizer, build_scheduler  # noqa: E402
+from cvcore.cli import add_common_args, run_cli, setup_logging
+from cvcore.datasets import DetectionRecord
+from cvcore.device import resolve_device, seed_everything, set_num_threads
+from cvcore.engine import Trainer
+from cvcore.evaluation import eval_detections, plot_pr_curves
+from cvcore.io import atomic_write_json, load_image
+from cvcore.nn import build_optimizer, build_scheduler
 
 
 def build_model(num_classes: int, min_size: int, max_size: int) -> nn.Module:

@@ -54,6 +54,7 @@ from cvcore.evaluation import eval_detections
 from cvcore.io import load_image
 from cvcore.report import rss_mb
 from cvcore.synthetic import blood_smear
+from rcnn.data import validation_records
 from rcnn.detector import Detector, meta_proposer, proposal_meta, resolve_model_path
 from rcnn.features import FeatureCache, ImageFeatures, auto_cnn_streams
 from rcnn.proposals import proposal_best_iou, selective_search
@@ -171,14 +172,14 @@ class ImageSet:
 
 
 def image_sets(data: Path | None, limit: int) -> list[ImageSet]:
-    """BCCD val (first ``limit``) and Raccoon val (every 4th, first ``limit``) or ``limit`` synthetic smears."""
+    """BCCD val and Raccoon val (the validation splits of their training configs, first ``limit``) or ``limit``
+    synthetic smears."""
     if data is not None:
-        from bench_proposals import datasets  # tools/bench_proposals.py: the same image selection
-
         out = []
-        for (name, records), models in zip(datasets(data, limit).items(), [("bccd", "bccd-fast"),
-                                                                           ("raccoon", "raccoon-fast")]):
-            out.append(ImageSet(name, models, list(records), [load_image(r.image_path) for r in records], True))
+        for name, models in (("bccd", ("bccd", "bccd-fast")), ("raccoon", ("raccoon", "raccoon-fast"))):
+            records = validation_records(ROOT / "configs" / "rcnn" / f"{name}.yaml", data / name, limit)
+            out.append(ImageSet(f"{'BCCD' if name == 'bccd' else 'Raccoon'} val", models, records,
+                                [load_image(r.image_path) for r in records], True))
         return out
     rng = np.random.default_rng(0)
     records, images = [], []

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cvcore.datasets import read_voc
 from cvcore.io import load_image
+from rcnn.data import validation_records
 from rcnn.proposals import proposal_best_iou, selective_search
 
 RUNS = [  # (row name, mode, backend, extra keyword arguments, use only the first `--few` images)
@@ -33,9 +33,10 @@ RUNS = [  # (row name, mode, backend, extra keyword arguments, use only the firs
 
 
 def datasets(root: Path, n: int) -> dict:
-    bccd = read_voc(root / "bccd", split="val")[:n]
-    raccoon = read_voc(root / "raccoon")[::4][:n]
-    return {"BCCD val": bccd, "Raccoon val": raccoon}
+    """The validation splits the shipped BCCD and Raccoon models were trained with (rcnn.data, as rcnn-train)."""
+    configs = Path(__file__).resolve().parents[1] / "configs" / "rcnn"
+    return {"BCCD val": validation_records(configs / "bccd.yaml", root / "bccd", n),
+            "Raccoon val": validation_records(configs / "raccoon.yaml", root / "raccoon", n)}
 
 
 def summarise(name: str, boxes: list, gts: list, seconds: list) -> str:

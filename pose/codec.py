@@ -82,8 +82,3 @@ class HeatmapCodec:
         perm = torch.from_numpy(flip_permutation(heatmaps.shape[1], flip_pairs)).to(heatmaps.device)
         return heatmaps.flip(-1)[:, perm]
 
-    def flip_test(self, predict_fn, images: Tensor, flip_pairs: Sequence[tuple[int, int]]) -> Tensor:
-        """Average the heatmaps of ``images`` Tensor[N, 3, H, W] and of their mirror, swapped back (flip test)."""
-        a = predict_fn(images)
-        b = self.flip_back(predict_fn(images.flip(-1)), flip_pairs)
-        return 0.5 * (a + b)

@@ -4,7 +4,8 @@
     people = TopDown.load("person", "lspet").predict(image)    # list of Person(box, box_score, joints[K, 3])
 
 The detector's boxes are kept when they score at least ``min_score``: by default the threshold stored with the
-detector (``vis_thr``: the score that maximised F1 on its validation split, :mod:`rcnn.train`). The pose model crops
+detector for pose (:func:`person_threshold`: ``pose_thr``, chosen for top-down pose on images its training skipped,
+else ``vis_thr``, the score that maximised F1 on its validation split, :mod:`rcnn.train`). The pose model crops
 each box as it does a given box (:meth:`pose.estimator.PoseEstimator.crop_for`); with ``detector=None`` it sees the
 whole image and returns one person without a box, the single-person behaviour.
 """
@@ -21,7 +22,7 @@ from cvcore.io import load_image_bounded
 from pose.config import DEFAULT_DETECTOR
 from pose.estimator import PoseEstimator
 
-__all__ = ["Person", "TopDown", "DEFAULT_DETECTOR", "person_boxes", "framing_errors"]
+__all__ = ["Person", "TopDown", "DEFAULT_DETECTOR", "person_boxes", "person_threshold", "framing_errors"]
 
 
 @dataclass
@@ -48,6 +49,13 @@ class Person:
         joints[:, :2] = (joints[:, :2] + 0.5) * s - 0.5
         box = None if self.box is None else (self.box * np.tile(s, 2)).astype(np.float32)
         return Person(box, self.box_score, joints)
+
+
+def person_threshold(detector) -> float:
+    """The person score threshold stored with a detector: ``pose_thr`` (for top-down pose) when set, else
+    ``vis_thr`` (F1-optimal on its validation split), else 0."""
+    meta = detector.meta
+    return float(meta["pose_thr"] if meta.get("pose_thr") is not None else meta.get("vis_thr", 0.0))
 
 
 def person_boxes(detections, label: str, min_score: float, max_people: int) -> tuple[np.ndarray, np.ndarray]:
@@ -80,7 +88,7 @@ class TopDown:
     Args:
         detector: an :class:`rcnn.Detector` with a ``label`` class, or None (whole image, one person).
         estimator: the :class:`pose.estimator.PoseEstimator`.
-        min_score: detector score threshold (None: the detector's stored ``vis_thr``, else 0).
+        min_score: detector score threshold (None: :func:`person_threshold` of the detector, else 0).
         label: the detector's class for people.
         max_people: at most this many people per image (the best-scoring ones).
     """
@@ -92,7 +100,7 @@ class TopDown:
                              f"{', '.join(detector.class_names)}); use a person detector such as 'person'")
         self.detector, self.estimator, self.label, self.max_people = detector, estimator, label, int(max_people)
         if min_score is None:
-            min_score = float(detector.meta.get("vis_thr", 0.0)) if detector is not None else 0.0
+            min_score = person_threshold(detector) if detector is not None else 0.0
         self.min_score = float(min_score)
 
     @classmethod

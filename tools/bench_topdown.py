@@ -26,6 +26,7 @@ from cvcore.io import load_image
 from pose.cli import pose_main
 from pose.config import PoseConfig
 from pose.data import select_range
+from pose.topdown import person_threshold
 from rcnn import Detector
 from rcnn.config import RCNNConfig
 from rcnn.data import source_records
@@ -70,7 +71,7 @@ def pose_three_ways(data: Path, out: Path, detector: str, model: str, limit: int
     # with a `detect --model DETECTOR` file of these images, its person boxes above the detector's threshold: what
     # `pose` does by default, without running the detector again for each pose model
     found = (["--boxes", detections, "--label", "person", "--min-box-score",
-              str(Detector.load(detector).meta.get("vis_thr", 0.0))] if detections else ["--detector", detector])
+              str(person_threshold(Detector.load(detector)))] if detections else ["--detector", detector])
     ways = {"detector -> pose": found, "whole image": ["--detector", "none"],
             "annotated boxes": ["--boxes", str(given)]}
     results = {}

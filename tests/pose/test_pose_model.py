@@ -64,6 +64,26 @@ def test_train_mode_returns_losses_per_stage(tmp_path):
     assert set(model(batch)) == {"part_detector", "spatial_model"}
 
 
+def test_flip_test_averages_to_the_same_pose_for_a_mirror_consistent_network(tmp_path, monkeypatch):
+    """``predict(flip_test=True)``: the heatmaps of the mirrored image, flipped back with left / right swapped,
+    are averaged in; a network exact on the image and on its mirror gives back its own pose."""
+    model = _model(tmp_path, "joint").eval()
+    hm, _ = model.codec.encode(torch.rand(14, 2) * 28 + 2, torch.ones(14, dtype=torch.bool))
+    mirrored = model.codec.flip_back(hm[None], model.flip_pairs)
+
+    def heatmaps(images):  # the "network": the original's maps, or the mirror's (the marker pixel moved right)
+        maps = hm[None] if images[0, 0, 0, 0] == 1 else mirrored
+        return maps.expand(len(images), -1, -1, -1), maps.expand(len(images), -1, -1, -1)
+
+    monkeypatch.setattr(model, "heatmaps", heatmaps)
+    images = torch.zeros(1, 3, 32, 32)
+    images[..., 0, 0] = 1
+    plain, flipped = model.predict(images), model.predict(images, flip_test=True)
+    torch.testing.assert_close(flipped["heatmaps"], plain["heatmaps"], rtol=0, atol=1e-6)
+    torch.testing.assert_close(flipped["joints"], plain["joints"], rtol=0, atol=1e-4)
+    assert not torch.allclose(mirrored[0], hm)  # the swap is not trivial
+
+
 def test_eval_mode_returns_heatmaps_and_joints(tmp_path):
     model = _model(tmp_path, "joint").eval()
     out = model(_batch(n=3))

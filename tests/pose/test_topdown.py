@@ -163,3 +163,13 @@ def test_train_set_box_jitter_is_seeded_and_changes_framing(tmp_path, lspet_root
     np.random.seed(0)
     c = plain[0]
     assert not torch.allclose(a["joints"], c["joints"])
+
+
+def test_person_threshold_prefers_the_pose_threshold():
+    from types import SimpleNamespace
+
+    from pose.topdown import person_threshold
+
+    assert person_threshold(SimpleNamespace(meta={"vis_thr": -0.3, "pose_thr": -0.6})) == -0.6
+    assert person_threshold(SimpleNamespace(meta={"vis_thr": -0.3, "pose_thr": None})) == -0.3
+    assert person_threshold(SimpleNamespace(meta={})) == 0.0

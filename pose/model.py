@@ -9,8 +9,7 @@ Training stages (``PoseModel.stage``):
 With ``left_right_tolerant`` each training sample is scored against its annotation or against the annotation with
 left and right joints exchanged, whichever the prediction fits better (the same choice for every loss of the
 sample). LSPET's labels are crowd-sourced and a one-step spatial model cannot tell a consistent left/right exchange
-from the truth. Measured on LSPET (pose/models/README.md): the limbs are found better (64.7 vs 59.9 PCK@0.2 with each
-person scored in its better orientation) but named against the annotation more often (52.9 vs 55.0 as scored).
+from the truth (what it gains and costs on LSPET: pose/models/README.md).
 
 In training ``model(batch)`` returns a dict of losses; in eval it returns heatmaps and decoded joints. Targets are
 rendered from the batch's joints by the model's codec, the same object that decodes predictions.

@@ -105,3 +105,29 @@ def test_svm_negatives_against_brute_force():
                             and (exhaustive or any_iou >= PARTIAL_LABELS_MIN_IOU))
                 assert bool(image.positive[row, c]) == want_pos, (exhaustive, name, row)
                 assert bool(image.negative[row, c]) == want_neg, (exhaustive, name, row, same, any_iou)
+
+
+def test_regression_examples_against_brute_force():
+    """Box-regression examples: the rows with IoU > 0.6 to a ground-truth box of a known class, each paired with its
+    best-overlapping box (R-CNN appendix C)."""
+    from rcnn.train import regression_examples
+
+    rng = np.random.default_rng(3)
+    gt = _random_boxes(rng, 3)
+    labels = ["person", "dog", "cat"]  # "cat" is not a trained class
+    record = DetectionRecord("x.jpg", 100, 100, gt, labels, np.zeros(3, bool))
+    near = gt[rng.integers(0, 3, 60)] + rng.normal(0, 4, (60, 4)).astype(np.float32)
+    boxes = np.concatenate([gt, near, _random_boxes(rng, 40)]).astype(np.float32)
+    feats = torch.arange(len(boxes), dtype=torch.float16)[:, None].repeat(1, 2)
+    item = ImageFeatures(record, boxes, feats, num_gt=len(gt))
+    x, props, targets, classes = regression_examples([item], ["person", "dog"], scale=1.0, min_iou=0.6)
+    want = []
+    for row, box in enumerate(boxes):
+        ious = [_iou(box, g) for g in gt]
+        best = int(np.argmax(ious))
+        if ious[best] > 0.6 and labels[best] != "cat":
+            want.append((row, best, ["person", "dog"].index(labels[best])))
+    assert [int(v) for v in x[:, 0]] == [r for r, _, _ in want]  # the feature rows, in order
+    np.testing.assert_array_equal(props.numpy(), boxes[[r for r, _, _ in want]])
+    np.testing.assert_array_equal(targets.numpy(), gt[[b for _, b, _ in want]])
+    assert classes.tolist() == [c for _, _, c in want] and len(want) > 10

@@ -76,14 +76,13 @@ def pose_three_ways(data: Path, out: Path, detector: str, model: str, limit: int
             "annotated boxes": ["--boxes", str(given)]}
     results = {}
     for name, extra in ways.items():
-        # one folder per way and model: a re-run with the same settings resumes (pose's journal), another model does
-        # not collide with it
+        # one folder per way and model, measured again on each run (--overwrite)
         slug = name.replace(" ", "_").replace(">", "").replace("-", "")
         tags = ("-flip" if flip else "") + ("-file" if extra is found and detections else "")
         run = out / f"{slug}-{Path(model).stem}{tags}"
         stdout = io.StringIO()
         with contextlib.redirect_stdout(stdout):
-            pose_main([str(folder), "--model", model, "--out", str(run), "--json", "--quiet", *extra,
+            pose_main([str(folder), "--model", model, "--out", str(run), "--json", "--quiet", "--overwrite", *extra,
                        *(["--flip-test"] if flip else [])])
         summary = json.loads(stdout.getvalue())
         row = {"images_per_s": summary["images_per_s"], "people": summary["people"],

@@ -102,3 +102,35 @@ def test_rcnn_train_under_torchrun_fine_tunes_with_ddp(base_args, tmp_path, caps
     assert [s for s, _ in two] == list(range(1, 7))  # each step logged once
     mean = lambda rows: sum(v for _, v in rows) / len(rows)  # noqa: E731
     assert abs(mean(two) - mean(single)) <= 0.35 * mean(single), (two, single)
+
+
+def test_rcnn_train_killed_during_feature_extraction_resumes_to_the_same_detector(base_args, tmp_path, capsys):
+    """``kill -9`` of ``rcnn-train`` once some images' features are cached; the same command again finishes with the
+    SVMs and mAP of an uninterrupted run (per-image cache files are written atomically: none is half-written)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import torch
+
+    whole = [a for a in base_args if not a.startswith(("train.out_dir=", "train.cache_dir="))]
+    whole += [f"train.out_dir={tmp_path / 'whole'}", f"train.cache_dir={tmp_path / 'whole_cache'}"]
+    assert train_main([*whole, "svm.workers=1"]) == 0
+    expected = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    cmd = [sys.executable, "-m", "rcnn.cli", *base_args, "svm.workers=1"]
+    child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    features, deadline = tmp_path / "cache" / "features", time.time() + 300
+    while child.poll() is None and time.time() < deadline:
+        if features.is_dir() and sum(1 for p in features.rglob("*.pt")) >= 3:
+            child.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    child.wait()
+    assert child.returncode == -signal.SIGKILL  # stopped in the middle of the features
+    assert not (tmp_path / "run" / "svm.pt").exists()
+    r = subprocess.run([*cmd, "--quiet", "--json"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout.strip().splitlines()[-1])["val"] == expected["val"]
+    a, b = (torch.load(d / "svm.pt", weights_only=True)["value"]["svm"] for d in (tmp_path / "whole", tmp_path / "run"))
+    assert all(torch.equal(a[k], b[k]) for k in a)

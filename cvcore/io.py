@@ -34,7 +34,7 @@ __all__ = [
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif")
 
 
-class ImageReadError(Exception):
+class ImageReadError(ValueError):
     """An image file cannot be read; the message names the file and the problem."""
 
 

@@ -134,3 +134,16 @@ def test_rcnn_train_killed_during_feature_extraction_resumes_to_the_same_detecto
     assert json.loads(r.stdout.strip().splitlines()[-1])["val"] == expected["val"]
     a, b = (torch.load(d / "svm.pt", weights_only=True)["value"]["svm"] for d in (tmp_path / "whole", tmp_path / "run"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_rcnn_train_names_an_unreadable_training_image(base_args, rect_voc, tmp_path, capsys):
+    import shutil
+
+    data = tmp_path / "voc"
+    shutil.copytree(rect_voc, data)
+    broken = sorted((data / "JPEGImages").glob("*.jpg"))[0]
+    broken.write_bytes(broken.read_bytes()[:200])  # truncated
+    args = [a if not a.startswith("data.root=") else f"data.root={data}" for a in base_args]
+    assert train_main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # one error line, after the log
+    assert err.startswith("rcnn-train: error:") and broken.name in err and "not a readable image" in err

@@ -334,6 +334,8 @@ def train_cli(argv: Sequence[str] | None = None) -> int:
     cfg = config_from_args(PoseConfig, args)
     stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
     results = train(cfg, progress=not args.quiet, stages=stages)
+    if rank() != 0:  # under torchrun rank 0 reports
+        return 0
     if args.json:
         print(json.dumps({k: {a: v for a, v in r.items() if a.startswith("PCK@")} for k, r in results.items()}))
     elif not args.quiet and results:

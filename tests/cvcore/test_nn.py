@@ -189,7 +189,8 @@ def _multiclass_hinge_reference(scores, target, variant, margin=1.0, squared=Fal
     return sum(losses) / len(losses)
 
 
-@pytest.mark.parametrize("variant,squared", list(itertools.product(["weston_watkins", "crammer_singer"], [False, True])))
+@pytest.mark.parametrize("variant,squared",
+                         list(itertools.product(["weston_watkins", "crammer_singer"], [False, True])))
 def test_multiclass_hinge_matches_brute_force(variant, squared):
     torch.manual_seed(7)
     scores, target = torch.randn(20, 5, dtype=torch.float64), torch.randint(0, 5, (20,))

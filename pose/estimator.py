@@ -20,7 +20,8 @@ import torch
 
 from cvcore.config import load_config
 from cvcore.device import resolve_device
-from cvcore.io import atomic_torch_save, describe_torch_file, load_image_bounded, safe_torch_load
+from cvcore.io import atomic_torch_save, load_image_bounded
+from cvcore.models import float_state_dict, half_state_dict, read_model_file
 from cvcore.models import resolve_model_path as resolve_model
 from pose.codec import HeatmapCodec
 from pose.config import PoseConfig
@@ -62,8 +63,8 @@ def save_model_file(path: str | Path, model: PoseModel, cfg: PoseConfig, joint_n
     more plain entries (e.g. ``init_from``: the file the training started from, with its SHA-256)."""
     from cvcore.config import config_to_dict
 
-    state = {k: (v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu())
-             for k, v in model.state_dict().items()}
+    state = model.state_dict()
+    state = half_state_dict(state) if half else {k: v.detach().cpu() for k, v in state.items()}
     obj = {"format": FORMAT, "version": VERSION, "config": config_to_dict(cfg), "joint_names": list(joint_names),
            "skeleton": [list(map(int, e)) for e in skeleton],
            "flip_pairs": [list(map(int, p)) for p in model.flip_pairs],
@@ -85,9 +86,7 @@ def init_from_model_file(model: PoseModel, path_or_name: str | Path) -> list[str
     ``spatial_model`` or ``joint``) over the same graph (same edges); otherwise they all stay fresh and the spatial
     stage initialises them as configured."""
     path = resolve_model_path(path_or_name)
-    obj = safe_torch_load(path)
-    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a pose model file: {describe_torch_file(obj)}")
+    obj = read_model_file(path, lambda d: d.get("format") == FORMAT, "a pose model file")
     own = model.state_dict()
     state = dict(obj["state_dict"])
     same_graph = all(k in state and torch.equal(state[k], own[k])
@@ -104,14 +103,12 @@ def init_from_model_file(model: PoseModel, path_or_name: str | Path) -> list[str
 def load_model_file(path_or_name: str | Path) -> tuple[PoseModel, PoseConfig, dict[str, Any]]:
     """Read a model file written by :func:`save_model_file` -> (model in eval mode on CPU, config, the raw dict)."""
     path = resolve_model_path(path_or_name)
-    obj = safe_torch_load(path)
-    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a pose model file: {describe_torch_file(obj)}")
+    obj = read_model_file(path, lambda d: d.get("format") == FORMAT, "a pose model file")
     cfg = load_config(PoseConfig, data=obj["config"])
     skeleton = [tuple(e) for e in obj["skeleton"]]
     model = build_pose_model(cfg, len(obj["joint_names"]), skeleton, [tuple(p) for p in obj["flip_pairs"]],
                              stage=obj["stage"], pretrained=False)  # all weights come from the file
-    state = {k: v.float() if v.is_floating_point() else v for k, v in obj["state_dict"].items()}
+    state = float_state_dict(obj["state_dict"])
     try:
         model.load_state_dict(state)
     except RuntimeError as e:

@@ -23,7 +23,8 @@ import torch
 from torch import Tensor
 from torchvision.ops import batched_nms, clip_boxes_to_image
 
-from cvcore.io import atomic_torch_save, describe_torch_file, load_image_bounded, safe_torch_load
+from cvcore.io import atomic_torch_save, load_image_bounded
+from cvcore.models import read_model_file
 from cvcore.models import resolve_model_path as resolve_model
 from rcnn.bbox_regression import BoxRegressor
 from rcnn.features import FeatureExtractor, build_feature_net
@@ -242,8 +243,6 @@ class Detector:
         """Load a detector file (``weights_only=True``) or a shipped model by name (``bccd``, ``raccoon``, ...);
         ``batch_size`` and ``proposals`` as in :meth:`from_dict`."""
         path = resolve_model_path(path_or_name)
-        d = safe_torch_load(path)
-        if not isinstance(d, dict) or "svm" not in d:
-            raise ValueError(f"{path}: not an R-CNN detector file: {describe_torch_file(d)}")
+        d = read_model_file(path, lambda obj: "svm" in obj, "an R-CNN detector file")
         return cls.from_dict(d, device=device, propose=propose, where=str(path), batch_size=batch_size,
                              proposals=proposals)

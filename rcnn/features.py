@@ -38,6 +38,7 @@ from tqdm import tqdm
 from cvcore.datasets import DetectionRecord
 from cvcore.device import DEFAULT_THREADS, amp_dtype, autocast
 from cvcore.io import atomic_torch_save, file_sha256, load_image, prefetch, safe_torch_load
+from cvcore.models import half_state_dict
 from rcnn.config import RCNNConfig
 from rcnn.proposals import image_proposals
 from rcnn.warp import normalize_image, warp_regions
@@ -520,7 +521,7 @@ def build_extractor(cfg: RCNNConfig, device: torch.device, state_dict: dict[str,
     """Feature extractor from the config (and fine-tuned weights), plus the backbone spec saved in the detector."""
     f = cfg.features
     if state_dict is not None:  # the detector file stores fp16 weights: extract with exactly those
-        state_dict = {k: v.to(torch.float16) if v.is_floating_point() else v for k, v in state_dict.items()}
+        state_dict = half_state_dict(state_dict)
     net = build_feature_net(f.backbone, f.layer, f.weights, state_dict, roi_hidden=f.roi_hidden,
                             pool_size=f.pool_size)
     if state_dict is not None:

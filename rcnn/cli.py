@@ -127,12 +127,11 @@ def _detect(argv: Sequence[str] | None) -> int:
             save_image(out / "vis" / Path(rel).with_suffix(".jpg"), drawn)
     seconds = time.time() - t0
     json_path = run.finish(lambda path, entries: write_detections(path, detector.class_names, entries))
-    _, results = read_detections(json_path)
-    if args.coco is not None:
-        write_coco_results(out / f"{run.name}_coco.json", list(results.values()), detector.class_names,
-                           args.coco or None)
+    if args.coco is not None:  # from the file just written (validated, every image of this run)
+        write_coco_results(out / f"{run.name}_coco.json", list(read_detections(json_path)[1].values()),
+                           detector.class_names, args.coco or None)
     summary = {**run.summary(), "detections": str(json_path),
-               "boxes": int(sum(len(r.boxes) for r in results.values())),
+               "boxes": sum(len(e["detections"]) for e in run.entries()),
                "seconds_per_image": round(seconds / max(run.processed, 1), 3), "model": str(args.model),
                "proposals_per_image": settings["proposals"]}
     if args.json:

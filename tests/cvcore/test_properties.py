@@ -47,30 +47,29 @@ def _write(tmp_path, obj) -> object:
     return path
 
 
-@FAST
-@given(obj=detections_file)
-def test_read_detections_parses_or_names_the_problem(tmp_path, obj):
-    try:
-        classes, images = read_detections(_write(tmp_path, obj))
-    except PredictionFileError as e:
-        assert "f.json" in str(e)
-        return
+def _check_detections(classes, images):
     for d in images.values():  # what is accepted is clean
         assert np.isfinite(d.boxes).all() and np.isfinite(d.scores).all() and set(d.labels) <= set(classes)
         assert (d.boxes[:, 2:] >= d.boxes[:, :2]).all()
 
 
-@FAST
-@given(obj=poses_file)
-def test_read_poses_parses_or_names_the_problem(tmp_path, obj):
-    try:
-        names, images = read_poses(_write(tmp_path, obj))
-    except PredictionFileError as e:
-        assert "f.json" in str(e)
-        return
+def _check_poses(names, images):
     for image in images.values():
         for p in image.people:
             assert p.joints.shape == (len(names), 2) and np.isfinite(p.joints).all()
+
+
+@FAST
+@given(data=st.data())
+@pytest.mark.parametrize("read,strategy,check", [(read_detections, detections_file, _check_detections),
+                                                 (read_poses, poses_file, _check_poses)])
+def test_prediction_readers_parse_or_name_the_problem(tmp_path, data, read, strategy, check):
+    try:
+        parsed = read(_write(tmp_path, data.draw(strategy)))
+    except PredictionFileError as e:
+        assert "f.json" in str(e)
+        return
+    check(*parsed)
 
 
 xml_numbers = st.one_of(st.integers(-100, 1000).map(str), st.sampled_from(["nan", "inf", "", "1e9", "abc", "-0"]))

@@ -205,8 +205,8 @@ class FolderRun:
                            "choose another --out")
         self.files = self.all_files[self.index::self.count]
         self.journal = Journal(journal, settings, overwrite)
-        self.resumed = sum(self.relative(p) in self.journal.done for p in self.files)
         self.todo = [p for p in self.files if self.relative(p) not in self.journal.done]
+        self.resumed = len(self.files) - len(self.todo)
         self.skipped: list[dict] = []
         self.processed = 0
         self.merged: Path | None = None
